@@ -1,0 +1,80 @@
+"""Input normalisation at the call site: validate, then hand back numbers, arrays or tensors.
+
+Torch is imported lazily and only when the caller passes a tensor, so numpy-only users and the
+host-side modules never pay for it.  Errors name the argument, what was received and what fits.
+"""
+from __future__ import annotations
+
+import numbers
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def is_cuda_tensor(x: Any) -> bool:
+    return is_tensor(x) and x.device.type != "cpu"
+
+
+def check_tag(tag: Any, name: str = "tag") -> str:
+    if type(tag) is not str:
+        if isinstance(tag, str):
+            return str(tag)
+        raise TypeError(f"{name} must be a str, got {type(tag).__name__} ({tag!r:.60})")
+    return tag
+
+
+def scalar(x: Any, name: str = "scalar_value") -> float:
+    """A host float from a Python number, numpy value or one-element CPU tensor."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a number, got a {type(x).__name__} ({x!r:.60}); "
+                        "log text with add_text")
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if is_tensor(x):
+        if x.numel() != 1:
+            raise ValueError(f"{name} must hold exactly one element, got a tensor of shape "
+                             f"{tuple(x.shape)}; reduce it first (e.g. .mean())")
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got a {x.dtype} tensor")
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor and has no value to log")
+        return float(x.detach().reshape(()).item())
+    if isinstance(x, np.ndarray) or isinstance(x, np.generic):
+        arr = np.asarray(x)
+        if arr.size != 1:
+            raise ValueError(f"{name} must hold exactly one element, got an array of shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+            raise TypeError(f"{name} must be a real number, got dtype {arr.dtype}")
+        return float(arr.reshape(()))
+    raise TypeError(f"{name} must be a number, numpy value or one-element tensor, got "
+                    f"{type(x).__name__}")
+
+
+def to_numpy(x: Any, name: str) -> np.ndarray:
+    """A host ndarray from numpy data, a CPU tensor, a list or a number (no dtype change,
+    except bfloat16, which numpy lacks and is widened to float32)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_tensor(x):
+        torch = sys.modules["torch"]
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.resolve_conj().resolve_neg().numpy()
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}") from err
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be numeric, got {type(x).__name__} with non-numeric items")
+    return arr

@@ -1,0 +1,58 @@
+"""Histograms: full bucket counts → torch's trimmed ``HistogramProto``.
+
+Data contract: ``counts[i]`` counts values in ``[edges[i], edges[i+1])`` (the last bin closed),
+``len(edges) == len(counts) + 1``.  ``trim`` keeps torch's support trimming: one leading zero
+bucket whose limit is the left edge of the first non-empty bin, then every bin up to the last
+non-empty one, each labelled by its right edge.  ``regroup`` is torch's ``max_bins`` merge.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .._proto import messages as m
+
+
+def regroup(counts: np.ndarray, edges: np.ndarray, max_bins: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    num_bins = len(counts)
+    if max_bins is None or num_bins <= max_bins:
+        return counts, edges
+    sub = num_bins // max_bins
+    rem = num_bins % sub  # torch takes the remainder modulo `sub`, not `max_bins`; kept for parity
+    if rem != 0:
+        counts = np.pad(counts, pad_width=[[0, sub - rem]], mode="constant", constant_values=0)
+    counts = counts.reshape(-1, sub).sum(axis=-1)
+    new_edges = np.empty(counts.shape[0] + 1, dtype=edges.dtype)
+    new_edges[:-1] = edges[:-1:sub][: counts.shape[0]]
+    new_edges[-1] = edges[-1]
+    return counts, new_edges
+
+
+def trim(counts: np.ndarray, edges: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    nz = np.flatnonzero(counts)
+    if nz.size == 0:
+        raise ValueError("add_histogram: no value falls inside the bin edges (all values are NaN, "
+                         "infinite or out of range); nothing to draw. Log finite values, or pass "
+                         "explicit `bins` that cover them.")
+    start, end = int(nz[0]), int(nz[-1]) + 1
+    if start > 0:
+        out_counts = counts[start - 1:end]
+    else:
+        out_counts = np.concatenate([[0], counts[:end]])
+    return np.asarray(out_counts, dtype=np.float64), edges[start:end + 1]
+
+
+def histogram(tag: str, counts: np.ndarray, edges: np.ndarray, stats: np.ndarray,
+              max_bins: Optional[int]) -> List[bytes]:
+    """``stats`` = [min, max, num, sum, sum_squares] as float64."""
+    counts, edges = regroup(np.asarray(counts), np.asarray(edges, dtype=np.float64), max_bins)
+    bucket, limits = trim(counts, edges)
+    mn, mx, num, s, ss = (float(x) for x in stats)
+    return [m.summary_value(tag, histo=m.histogram_proto(mn, mx, num, s, ss, limits, bucket))]
+
+
+def histogram_raw(tag: str, stats: Tuple[float, ...], bucket_limits: np.ndarray,
+                  bucket_counts: np.ndarray) -> List[bytes]:
+    mn, mx, num, s, ss = stats
+    return [m.summary_value(tag, histo=m.histogram_proto(mn, mx, num, s, ss, bucket_limits, bucket_counts))]

@@ -1,0 +1,38 @@
+"""PR curves: a [6, n] DT_FLOAT tensor (tp, fp, tn, fn, precision, recall), plugin ``pr_curves``.
+
+``from_buckets`` finishes torch's ``compute_curve`` on the host from per-bucket weighted
+true/false counts: reverse cumulative sums, tn/fn, and precision/recall with the 1e-7 floor.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from .._proto import messages as m
+
+MAX_THRESHOLDS = 127  # torch clamps silently; PrCurvePluginData stores the clamped value
+_MINIMUM_COUNT = 1e-7
+
+
+def pr_curve_raw(tag: str, data: np.ndarray, num_thresholds: int) -> List[bytes]:
+    """``data`` is the [6, k] stack of the six rows (any float dtype)."""
+    data = np.asarray(data, dtype=np.float64)
+    md = m.summary_metadata("pr_curves", m.pr_curve_plugin_data(min(num_thresholds, MAX_THRESHOLDS)))
+    tensor = m.float_tensor(data.astype(np.float32), list(data.shape))
+    return [m.summary_value(tag, tensor=tensor, metadata=md)]
+
+
+def from_buckets(tp_buckets: np.ndarray, fp_buckets: np.ndarray) -> np.ndarray:
+    """[6, n] curve from weighted per-bucket counts (float64), as torch's compute_curve."""
+    tp = np.cumsum(np.asarray(tp_buckets, dtype=np.float64)[::-1])[::-1]
+    fp = np.cumsum(np.asarray(fp_buckets, dtype=np.float64)[::-1])[::-1]
+    tn = fp[0] - fp
+    fn = tp[0] - tp
+    precision = tp / np.maximum(_MINIMUM_COUNT, tp + fp)
+    recall = tp / np.maximum(_MINIMUM_COUNT, tp + fn)
+    return np.stack((tp, fp, tn, fn, precision, recall))
+
+
+def pr_curve(tag: str, tp_buckets: np.ndarray, fp_buckets: np.ndarray, num_thresholds: int) -> List[bytes]:
+    return pr_curve_raw(tag, from_buckets(tp_buckets, fp_buckets), num_thresholds)

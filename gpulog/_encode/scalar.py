@@ -1,0 +1,65 @@
+"""Scalar summaries: ``simple_value`` (float32) or torch's ``new_style`` rank-0 tensor.
+
+The event of a plain scalar is built from a per-tag cached prefix: for a given tag every byte
+except wall_time, step and the 4 value bytes is fixed, so encoding costs two ``struct.pack`` calls.
+tests/test_wire.py checks these bytes against protobuf's own serialization.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .._proto import messages as m
+from .._proto.wire import f_str, varint
+
+_pack_d = struct.Struct("<d").pack
+_pack_f = struct.Struct("<f").pack
+_prefix: Dict[str, bytes] = {}
+
+
+def _f32(value: float) -> bytes:
+    try:
+        return _pack_f(value)
+    except OverflowError:  # beyond float32 range: protobuf stores ±inf, as torch's writer does
+        return _pack_f(math.copysign(math.inf, value))
+
+
+def _tag_prefix(tag: str) -> bytes:
+    p = _prefix.get(tag)
+    if p is None:
+        val = f_str(1, tag) + b"\x15"
+        val_len = len(val) + 4
+        summ_len = 1 + len(varint(val_len)) + val_len
+        p = b"\x2a" + varint(summ_len) + b"\x0a" + varint(val_len) + val
+        if len(_prefix) < 65536:  # bounded cache; unusual tag churn falls back to recomputing
+            _prefix[tag] = p
+    return p
+
+
+def scalar_event(tag: str, value: float, step: Optional[int], wall: float) -> bytes:
+    """Serialized Event{wall_time, step, summary{value{tag, simple_value}}}."""
+    head = b"\x09" + _pack_d(wall) if wall else b""
+    if step:
+        head += b"\x10" + varint(step)
+    return head + _tag_prefix(tag) + _f32(value)
+
+
+def new_style(tag: str, value: float, double_precision: bool) -> List[bytes]:
+    """torch's new_style scalar: rank-0 DT_FLOAT (or DT_DOUBLE) tensor, plugin ``scalars``."""
+    md = m.summary_metadata("scalars")
+    if double_precision:
+        tensor = m.double_tensor(np.array([value]), None)
+    else:
+        tensor = m.float_tensor(np.array([value], dtype=np.float32), None)
+    return [m.summary_value(tag, tensor=tensor, metadata=md)]
+
+
+def from_array(tag: str, new_style_: bool, double_precision: bool, value: np.ndarray) -> List[bytes]:
+    """A scalar that arrived as a one-element array (device scalars, after their async copy)."""
+    v = float(value.reshape(()))
+    if new_style_:
+        return new_style(tag, v, double_precision)
+    return [m.summary_value(tag, simple_value=v)]

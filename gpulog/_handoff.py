@@ -1,0 +1,87 @@
+"""Producer → writer hand-off (host side, torch-free).
+
+Design
+------
+The queue is a ``collections.deque``: CPython documents ``append`` and ``popleft`` as atomic and
+thread-safe (each is one C call made while holding the GIL), so any number of producer threads and
+the one writer thread exchange items without taking a lock.  ``add_scalar`` therefore costs one
+tuple and one ``append``.
+
+What wakes the writer: it sleeps on a ``threading.Event`` with a short timeout (``poll_s``, 0.2 s)
+and drains everything queued when it wakes, so at low rates an item reaches the file within about
+``poll_s``.  Producers only set the event when the writer must hurry: a ``flush()``/``close()``
+barrier, or a backlog past ``wake_items`` items / ``wake_bytes`` payload bytes.  Not waking the writer
+on every item keeps the training thread free of wake-ups and lets the writer encode in large
+batches, taking the GIL ~5 times per second instead of once per call.
+
+Memory is bounded: when more than ``max_items`` items or ``max_bytes`` payload bytes are pending,
+the producer waits (never drops) until the writer has caught up.  Payload bytes are counted under a
+lock, which only large items (arrays) pay for.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Deque
+
+DEFAULT_MAX_ITEMS = 1 << 17          # ~25 MB of small scalar items
+DEFAULT_MAX_BYTES = 512 << 20         # payload bytes (histogram/image/tensor data) waiting to be encoded
+
+
+class Handoff:
+    """A multi-producer, single-consumer FIFO of work items with a sleeping consumer."""
+
+    def __init__(self, poll_s: float = 0.2, max_items: int = DEFAULT_MAX_ITEMS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.items: Deque[Any] = collections.deque()
+        self.wake = threading.Event()
+        self.poll_s = poll_s
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.wake_items = max(1, max_items // 4)
+        self.wake_bytes = max(1, max_bytes // 4)
+        self._bytes = 0
+        self._bytes_lock = threading.Lock()
+        self._space = threading.Condition(threading.Lock())
+
+    # -- producers -----------------------------------------------------------------------------
+    def put(self, item: Any) -> None:
+        """Queue a small item (no payload accounting).  Lock-free unless the backlog is huge."""
+        items = self.items
+        items.append(item)
+        if len(items) >= self.wake_items:
+            self._backpressure()
+
+    def put_payload(self, item: Any, nbytes: int) -> None:
+        """Queue an item that holds ``nbytes`` of array data; the writer releases them later."""
+        with self._bytes_lock:
+            self._bytes += nbytes
+            over = self._bytes >= self.wake_bytes
+        self.items.append(item)
+        if over or len(self.items) >= self.wake_items:
+            self._backpressure()
+
+    def put_urgent(self, item: Any) -> None:
+        """Queue a barrier (flush/close) and wake the writer at once."""
+        self.items.append(item)
+        self.wake.set()
+
+    def _backpressure(self) -> None:
+        self.wake.set()
+        with self._space:
+            while len(self.items) >= self.max_items or self._bytes >= self.max_bytes:
+                self.wake.set()
+                self._space.wait(0.05)
+
+    # -- consumer ------------------------------------------------------------------------------
+    def release_bytes(self, nbytes: int) -> None:
+        with self._bytes_lock:
+            self._bytes -= nbytes
+
+    def notify_space(self) -> None:
+        with self._space:
+            self._space.notify_all()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes

@@ -1,0 +1,58 @@
+"""TFRecord framing and event-file naming (host side, torch-free).
+
+A record is ``uint64 length | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)``,
+all little-endian.  Files are named exactly as torch names them,
+``events.out.tfevents.<%010d time>.<host>.<pid>.<counter><suffix>``, where the counter is
+process-global and increases for every event file created, so two writers never collide.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import struct
+import time
+from typing import Iterator, Tuple
+
+from ._crc32c import crc32c, mask
+
+_pack_q = struct.Struct("<Q").pack
+_pack_i = struct.Struct("<I").pack
+_unpack_q = struct.Struct("<Q").unpack_from
+_unpack_i = struct.Struct("<I").unpack_from
+_file_counter = itertools.count()
+
+
+def frame(data: bytes) -> bytes:
+    """One TFRecord around ``data``."""
+    header = _pack_q(len(data))
+    return header + _pack_i(mask(crc32c(header))) + data + _pack_i(mask(crc32c(data)))
+
+
+def event_file_name(suffix: str = "", now: float | None = None) -> str:
+    stamp = int(time.time() if now is None else now)
+    return f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}{suffix}"
+
+
+class RecordError(ValueError):
+    """A record whose length or data CRC does not match."""
+
+
+def iter_records(data: bytes, check_crc: bool = True) -> Iterator[Tuple[int, bytes]]:
+    """Yield ``(offset, payload)`` for every complete record; a truncated tail is ignored.
+
+    A CRC mismatch raises :class:`RecordError` (nothing after a corrupt length can be trusted).
+    """
+    pos, n = 0, len(data)
+    while pos + 12 <= n:
+        (length,) = _unpack_q(data, pos)
+        if check_crc and _unpack_i(data, pos + 8)[0] != mask(crc32c(data[pos:pos + 8])):
+            raise RecordError(f"bad length CRC at offset {pos}")
+        end = pos + 12 + length + 4
+        if end > n:
+            return  # truncated last record: a writer may still be appending it
+        payload = data[pos + 12:pos + 12 + length]
+        if check_crc and _unpack_i(data, end - 4)[0] != mask(crc32c(payload)):
+            raise RecordError(f"bad data CRC at offset {pos}")
+        yield pos, payload
+        pos = end

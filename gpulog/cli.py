@@ -1,0 +1,89 @@
+"""``gpulog`` command line: ``inspect`` a logdir, run the ``demo``, run the ``bench``mark suite."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List, Optional, Tuple
+
+
+def _kind(v: object) -> str:
+    kind = getattr(v, "kind")
+    plugin = getattr(v, "plugin_name")
+    if kind == "tensor" or (kind == "empty" and plugin):
+        return plugin or "tensor"
+    return kind
+
+
+def inspect_rows(logdir: str) -> List[Tuple[str, str, str, int, int, str]]:
+    """(run, tag, kind, count, last step, last value) for every tag of every run."""
+    from .reader import iter_events, runs
+    rows = []
+    for run, files in runs(logdir).items():
+        tags: Dict[Tuple[str, str], List[object]] = {}
+        for f in files:
+            for ev in iter_events(f, check_crc=True):
+                for v in ev.values:
+                    key = (v.tag, _kind(v))
+                    entry = tags.setdefault(key, [0, 0, ""])
+                    entry[0] += 1  # type: ignore[operator]
+                    entry[1] = ev.step
+                    entry[2] = f"{v.scalar:.6g}" if v.kind == "scalar" else ""
+        for (tag, kind), (count, step, value) in sorted(tags.items()):
+            rows.append((run, tag, kind, count, step, value))  # type: ignore[arg-type]
+    return rows
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import os
+    if not os.path.isdir(args.logdir):
+        print(f"gpulog inspect: {args.logdir!r} is not a directory", file=sys.stderr)
+        return 2
+    rows = inspect_rows(args.logdir)
+    if not rows:
+        print(f"no events under {args.logdir}")
+        return 1
+    head = ("run", "tag", "kind", "count", "last step", "last value")
+    table = [head] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for i, r in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo(args.logdir, args.steps, args.device)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        print("gpulog bench needs the repository's benchmarks/ package: run it from a checkout "
+              "(python -m benchmarks)", file=sys.stderr)
+        return 2
+    return bench_main(args.rest)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpulog", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("inspect", help="table of runs, tags, kinds, counts and last values")
+    p.add_argument("logdir")
+    p.set_defaults(fn=cmd_inspect)
+    p = sub.add_parser("demo", help="train a small model and log every summary kind")
+    p.add_argument("--logdir", default="runs/gpulog-demo")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
+    args = ap.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""``FileWriter``: one event file fed by the background writer (torch's FileWriter API).
+
+The caller's thread only stamps wall time and step and queues a tuple; encoding, CRC and I/O run
+on the writer thread (see ``_worker``).  ``add_event``/``add_summary`` also accept protobuf
+``Event``/``Summary`` messages from tensorboard's generated code (PyTorch Lightning writes its
+hparams this way); those are serialized here, since the caller may reuse the message.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, List, Optional, Sequence
+
+from . import _worker
+from ._proto import messages as m
+from ._record import event_file_name, frame
+from .errors import WriterError
+
+
+def _as_dir(log_dir: Any) -> str:
+    if not isinstance(log_dir, (str, os.PathLike)):
+        raise TypeError(f"log_dir must be a str or os.PathLike, got {type(log_dir).__name__}")
+    path = os.fspath(log_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"log_dir {path!r} exists and is not a directory; pass a directory path")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create log_dir {path!r}: {err.strerror or err}; "
+                         "choose a writable directory") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"log_dir {path!r} is not writable; choose a writable directory")
+    return str(log_dir)
+
+
+def to_step(global_step: Any) -> Optional[int]:
+    """``None`` or an integral step (ints, integral floats, numpy ints, one-element tensors)."""
+    if global_step is None or type(global_step) is int:
+        return global_step
+    if isinstance(global_step, bool) or isinstance(global_step, (str, bytes)):
+        raise TypeError(f"global_step must be an integer, got {global_step!r}")
+    try:
+        step = int(global_step)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"global_step must be an integer, got {type(global_step).__name__}") from err
+    if isinstance(global_step, float) and step != global_step:
+        raise ValueError(f"global_step must be a whole number, got {global_step!r}")
+    return step
+
+
+def to_walltime(walltime: Any) -> float:
+    if walltime is None:
+        return time.time()
+    try:
+        return float(walltime)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"walltime must be a number of seconds, got {walltime!r}") from err
+
+
+class FileWriter:
+    """Writes events to ``<log_dir>/events.out.tfevents.*``; thread-safe, never blocks on I/O."""
+
+    def __init__(self, log_dir: Any, max_queue: int = 10, flush_secs: float = 120,
+                 filename_suffix: str = "", *, _purge_step: Optional[int] = None) -> None:
+        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
+            raise ValueError(f"max_queue must be a positive int, got {max_queue!r}")
+        if not isinstance(flush_secs, (int, float)) or flush_secs <= 0:
+            raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
+        if not isinstance(filename_suffix, str):
+            raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
+        self._log_dir = _as_dir(log_dir)
+        self._max_queue, self._flush_secs, self._suffix = max_queue, flush_secs, filename_suffix
+        self._sink: Optional[_worker.Sink] = None
+        self._reopen_on_use = False
+        self._open(_purge_step)
+        _worker.register_owner(self)
+
+    def _open(self, purge_step: Optional[int] = None) -> None:
+        path = os.path.join(os.fspath(self._log_dir), event_file_name(self._suffix))
+        sink = _worker.Sink(path, self._max_queue, self._flush_secs)
+        now = time.time()
+        # The header is written synchronously so the file is valid and visible at once.
+        header = frame(m.event(now, file_version=m.FILE_VERSION, source_writer=m.WRITER_NAME))
+        if purge_step is not None:
+            header += frame(m.event(now, purge_step, file_version=m.FILE_VERSION))
+            header += frame(m.event(now, purge_step, session_log_status=m.SESSION_START))
+        sink.write_now(header)
+        self._engine = _worker.engine()
+        self._handoff = self._engine.handoff
+        self._engine.ensure_started()
+        self._sink = sink
+
+    def _detach_after_fork(self) -> None:
+        """In a forked child: forget the parent's file; the next call opens the child's own."""
+        sink, self._sink = self._sink, None
+        if sink is not None and sink.fd is not None:
+            try:
+                os.close(sink.fd)
+            except OSError:
+                pass
+        self._reopen_on_use = True
+
+    # -- properties ------------------------------------------------------------------------
+    def get_logdir(self) -> str:
+        return self._log_dir
+
+    @property
+    def event_file_path(self) -> Optional[str]:
+        return None if self._sink is None else self._sink.path
+
+    # -- submission (caller thread) --------------------------------------------------------
+    def _live_sink(self) -> _worker.Sink:
+        sink = self._sink
+        if sink is None:
+            if not self._reopen_on_use:
+                raise WriterError("this FileWriter is closed; call reopen() first")
+            self._reopen_on_use = False
+            self._open()
+            sink = self._sink
+            assert sink is not None
+        err = sink.error
+        if err is not None:
+            sink.error = None
+            raise WriterError(f"gpulog's writer failed on {sink.path}: {err}; records that could "
+                              "not be written are kept and retried") from err
+        return sink
+
+    def submit_scalar(self, tag: str, value: float, step: Optional[int], wall: float) -> None:
+        sink = self._sink
+        if sink is None or sink.error is not None:
+            sink = self._live_sink()
+        self._handoff.put((_worker.OP_SCALAR, sink, tag, value, step, wall))
+
+    def submit(self, encode: Callable[..., List[bytes]], args: Sequence[Any], step: Optional[int],
+               wall: float, nbytes: int = 0, staged: Any = None) -> None:
+        """Queue ``encode(*args, *staged.result())`` → list of Summary.Value bytes."""
+        sink = self._live_sink()
+        item = (_worker.OP_SUMMARY, sink, encode, tuple(args), step, wall, nbytes, staged)
+        if nbytes:
+            self._handoff.put_payload(item, nbytes)
+        else:
+            self._handoff.put(item)
+
+    def submit_call(self, fn: Callable[..., Any], args: Sequence[Any], nbytes: int = 0) -> None:
+        """Run ``fn(*args)`` on the writer thread, in order with the events (embedding files)."""
+        sink = self._live_sink()
+        self._handoff.put_payload((_worker.OP_CALL, sink, fn, tuple(args), nbytes), nbytes)
+
+    # -- torch FileWriter API --------------------------------------------------------------
+    def add_event(self, event: Any, step: Optional[int] = None, walltime: Optional[float] = None) -> None:
+        """Queue a protobuf ``Event`` (any message with ``SerializeToString``)."""
+        if not hasattr(event, "SerializeToString"):
+            raise TypeError(f"add_event expects a protobuf Event message, got {type(event).__name__}")
+        event.wall_time = to_walltime(walltime)
+        step = to_step(step)
+        if step is not None:
+            event.step = step
+        sink = self._live_sink()
+        self._handoff.put((_worker.OP_EVENT, sink, event.SerializeToString()))
+
+    def add_summary(self, summary: Any, global_step: Optional[int] = None,
+                    walltime: Optional[float] = None) -> None:
+        """Queue a protobuf ``Summary`` message as one event."""
+        if not hasattr(summary, "SerializeToString"):
+            raise TypeError(f"add_summary expects a protobuf Summary message, got {type(summary).__name__}")
+        wall, step = to_walltime(walltime), to_step(global_step)
+        data = m.event(wall, step, summary=summary.SerializeToString())
+        sink = self._live_sink()
+        self._handoff.put((_worker.OP_EVENT, sink, data))
+
+    def flush(self) -> None:
+        """Barrier: returns when everything queued before it is written to the file."""
+        sink = self._sink
+        if sink is None:
+            return
+        self._engine.barrier(_worker.OP_FLUSH, sink)
+        self._live_sink()  # surface a write error now
+
+    def close(self) -> None:
+        """Write everything queued and close the file; idempotent."""
+        sink = self._sink
+        if sink is None:
+            return
+        self._engine.barrier(_worker.OP_CLOSE, sink)
+        self._sink = None
+        if sink.error is not None:
+            err, sink.error = sink.error, None
+            raise WriterError(f"gpulog's writer failed on {sink.path}: {err}") from err
+
+    def close_async(self) -> None:
+        """Close after everything queued is written, without waiting for it (sub-runs)."""
+        sink = self._sink
+        if sink is not None:
+            self._sink = None
+            self._handoff.put_urgent((_worker.OP_CLOSE, sink, _NullEvent()))
+
+    def reopen(self) -> None:
+        """Open a new event file in the same directory after ``close()``."""
+        if self._sink is None:
+            self._open()
+
+
+class _NullEvent:
+    """Stands in for ``threading.Event`` where nobody waits on a barrier."""
+
+    def set(self) -> None:
+        pass

@@ -1,0 +1,62 @@
+"""Read event files back: events with CRC checks, scalars per tag, runs of a logdir.
+
+A truncated last record (a writer still appending, or a killed process) is skipped silently;
+a CRC mismatch raises ``gpulog._record.RecordError``.  Torch-free.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterator, List, Tuple, Union
+
+import numpy as np
+
+from ._proto.decode import Event, parse_event
+from ._record import iter_records
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def event_files(path: PathLike) -> List[str]:
+    """Event files of one run: ``path`` itself, or the ``*tfevents*`` files directly in it,
+    in name order (the order TensorBoard reads them)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [path]
+    return sorted(os.path.join(path, f) for f in os.listdir(path)
+                  if "tfevents" in f and os.path.isfile(os.path.join(path, f)))
+
+
+def runs(logdir: PathLike) -> Dict[str, List[str]]:
+    """``{run: event files}`` for every directory under ``logdir`` holding event files
+    (run ``"."`` is ``logdir`` itself)."""
+    out: Dict[str, List[str]] = {}
+    root = os.fspath(logdir)
+    for d, _, files in sorted(os.walk(root)):
+        if any("tfevents" in f for f in files):
+            out[os.path.relpath(d, root)] = event_files(d)
+    return out
+
+
+def iter_events(path: PathLike, check_crc: bool = True) -> Iterator[Event]:
+    for f in event_files(path):
+        with open(f, "rb") as fh:
+            data = fh.read()
+        for _, payload in iter_records(data, check_crc):
+            yield parse_event(payload)
+
+
+def read_events(path: PathLike, check_crc: bool = True) -> List[Event]:
+    """Every event of a file, or of the event files of one run directory."""
+    return list(iter_events(path, check_crc))
+
+
+def read_scalars(path: PathLike) -> Dict[str, List[Tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` in file order, for simple_value and new_style scalars."""
+    out: Dict[str, List[Tuple[int, float]]] = {}
+    for ev in iter_events(path):
+        for v in ev.values:
+            if v.kind == "scalar":
+                out.setdefault(v.tag, []).append((ev.step, float(v.scalar)))  # type: ignore[arg-type]
+            elif v.kind == "tensor" and v.plugin_name == "scalars" and v.tensor is not None:
+                out.setdefault(v.tag, []).append((ev.step, float(np.asarray(v.tensor.value).reshape(-1)[0])))
+    return out

@@ -1,0 +1,448 @@
+"""``SummaryWriter``: drop-in for ``torch.utils.tensorboard.SummaryWriter``.
+
+Every ``add_*`` validates its input here (``ValueError``/``TypeError`` naming the argument), starts
+the reduction of tensor data where the data lives (``_reduce``), and queues the result for the
+background writer.  Nothing in this module encodes protobufs or touches files.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _convert
+from ._encode import custom_scalars as enc_custom_scalars
+from ._encode import hparams as enc_hparams
+from ._encode import histogram as enc_histogram
+from ._encode import pr_curve as enc_pr_curve
+from ._encode import scalar as enc_scalar
+from ._encode import tensor as enc_tensor
+from ._encode import text as enc_text
+from .file_writer import FileWriter, to_step, to_walltime
+
+Number = Union[int, float]
+_stage_scalar = None  # set lazily to _reduce.scalar.stage (imports torch)
+
+
+class SummaryWriter:
+    """Writes TensorBoard event files from the training loop without stalling it.
+
+    Same constructor and methods as ``torch.utils.tensorboard.SummaryWriter``; ``logdir`` is
+    accepted as an alias of ``log_dir`` (tensorboardX spelling).
+    """
+
+    def __init__(self, log_dir: Optional[Union[str, os.PathLike]] = None, comment: str = "",
+                 purge_step: Optional[int] = None, max_queue: int = 10, flush_secs: float = 120,
+                 filename_suffix: str = "", *, logdir: Optional[Union[str, os.PathLike]] = None,
+                 distributed: bool = False, system_metrics: bool = False,
+                 system_metrics_interval: float = 10.0) -> None:
+        if log_dir is None:
+            log_dir = logdir
+        if not log_dir:
+            stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+            log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + str(comment))
+        self.log_dir = log_dir
+        self.purge_step = to_step(purge_step)
+        self.max_queue, self.flush_secs, self.filename_suffix = max_queue, flush_secs, filename_suffix
+        self.file_writer: Optional[FileWriter] = None
+        self.all_writers: Optional[Dict[str, FileWriter]] = None
+        self._hist_edges: Optional[np.ndarray] = None
+        self._dist = None
+        if distributed:
+            from .distributed import RankContext
+            self._dist = RankContext.from_process_group()
+        self._get_file_writer()
+        self._sampler = None
+        if system_metrics:
+            from .system_metrics import start_sampler
+            self._sampler = start_sampler(self, system_metrics_interval)
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _get_file_writer(self) -> FileWriter:
+        """The main run's FileWriter; recreated (new event file) after ``close()``, as torch does."""
+        fw = self.file_writer
+        if fw is None:
+            if self._dist is not None and not self._dist.is_writer:
+                fw = self._dist.null_writer(self.log_dir)
+            else:
+                fw = FileWriter(self.log_dir, self.max_queue, self.flush_secs, self.filename_suffix,
+                                _purge_step=self.purge_step)
+            self.purge_step = None
+            self.file_writer = fw
+            self.all_writers = {fw.get_logdir(): fw}
+        return fw
+
+    def get_logdir(self) -> str:
+        """The directory event files are written to, as given."""
+        return str(self.log_dir)
+
+    @property
+    def default_bins(self) -> np.ndarray:
+        from ._reduce.histogram import tensorflow_edges
+        return tensorflow_edges()
+
+    # -- scalars -------------------------------------------------------------------------------
+    def add_scalar(self, tag: str, scalar_value: Any, global_step: Optional[int] = None,
+                   walltime: Optional[float] = None, new_style: bool = False,
+                   double_precision: bool = False, *, reduce: Optional[str] = "mean") -> None:
+        """Log one number.  A CUDA tensor is copied asynchronously (no device sync)."""
+        if type(tag) is not str:
+            tag = _convert.check_tag(tag)
+        if global_step is not None and type(global_step) is not int:
+            global_step = to_step(global_step)
+        wall = time.time() if walltime is None else to_walltime(walltime)
+        t = type(scalar_value)
+        if self._dist is not None:
+            return self._dist.add_scalar(self, tag, scalar_value, global_step, wall, reduce,
+                                         new_style, double_precision)
+        fw = self.file_writer or self._get_file_writer()
+        if t is not float and t is not int:
+            if _convert.is_cuda_tensor(scalar_value):
+                return self._add_device_scalar(fw, tag, scalar_value, global_step, wall,
+                                               new_style, double_precision)
+            scalar_value = _convert.scalar(scalar_value)
+        if new_style:
+            fw.submit(enc_scalar.new_style, (tag, scalar_value, double_precision), global_step, wall)
+        else:
+            fw.submit_scalar(tag, scalar_value, global_step, wall)
+
+    def _add_device_scalar(self, fw: FileWriter, tag: str, value: Any, step: Optional[int],
+                           wall: float, new_style: bool, double_precision: bool) -> None:
+        from ._reduce import scalar as red_scalar
+        staged = red_scalar.stage(value)
+        fw.submit(enc_scalar.from_array, (tag, new_style, double_precision), step, wall, 0, staged)
+
+    def add_scalars(self, main_tag: str, tag_scalar_dict: Dict[str, Any],
+                    global_step: Optional[int] = None, walltime: Optional[float] = None,
+                    *, reduce: Optional[str] = "mean") -> None:
+        """One sub-run per key, ``<log_dir>/<main_tag with '/'→'_'>_<key>``, as torch names them."""
+        main_tag = _convert.check_tag(main_tag, "main_tag")
+        if not isinstance(tag_scalar_dict, dict):
+            raise TypeError(f"tag_scalar_dict must be a dict of {{name: number}}, got "
+                            f"{type(tag_scalar_dict).__name__}")
+        step, wall = to_step(global_step), to_walltime(walltime)
+        values = {}
+        for key, v in tag_scalar_dict.items():
+            key = _convert.check_tag(key, "tag_scalar_dict key")
+            values[key] = v if _convert.is_cuda_tensor(v) or self._dist is not None \
+                else _convert.scalar(v, f"tag_scalar_dict[{key!r}]")
+        if self._dist is not None:
+            return self._dist.add_scalars(self, main_tag, values, step, wall, reduce)
+        fw_logdir = self._get_file_writer().get_logdir()
+        for key, v in values.items():
+            fw = self._sub_writer(os.path.join(fw_logdir, main_tag.replace("/", "_") + "_" + key))
+            if _convert.is_cuda_tensor(v):
+                self._add_device_scalar(fw, main_tag, v, step, wall, False, False)
+            else:
+                fw.submit_scalar(main_tag, v, step, wall)
+
+    def _sub_writer(self, path: str) -> FileWriter:
+        self._get_file_writer()
+        assert self.all_writers is not None
+        fw = self.all_writers.get(path)
+        if fw is None:
+            fw = FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix)
+            self.all_writers[path] = fw
+        return fw
+
+    # -- text, tensors, layouts ----------------------------------------------------------------
+    def add_text(self, tag: str, text_string: str, global_step: Optional[int] = None,
+                 walltime: Optional[float] = None) -> None:
+        """Markdown text under ``<tag>/text_summary``."""
+        tag = _convert.check_tag(tag)
+        if not isinstance(text_string, str):
+            raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
+        if self._skip_non_writer():
+            return
+        self._get_file_writer().submit(enc_text.text, (tag, text_string), to_step(global_step),
+                                       to_walltime(walltime))
+
+    def add_tensor(self, tag: str, tensor: Any, global_step: Optional[int] = None,
+                   walltime: Optional[float] = None) -> None:
+        """Any numeric tensor, readable back by ``make_ndarray`` for every dtype."""
+        tag = _convert.check_tag(tag)
+        arr = _convert.to_numpy(tensor, "tensor")
+        if arr.dtype.name not in enc_tensor.SUPPORTED:
+            raise TypeError(f"add_tensor: unsupported dtype {arr.dtype}; use one of "
+                            f"{', '.join(enc_tensor.SUPPORTED)}")
+        if arr.nbytes >= 2**31:
+            raise ValueError(f"add_tensor: tensor of {arr.nbytes} bytes exceeds the 2 GiB protobuf "
+                             "limit; log a slice or a summary of it")
+        if self._skip_non_writer():
+            return
+        arr = np.array(arr, copy=True)  # the value at call time, whatever the caller does next
+        self._get_file_writer().submit(enc_tensor.tensor, (tag, arr), to_step(global_step),
+                                       to_walltime(walltime), arr.nbytes)
+
+    def add_custom_scalars(self, layout: Dict[str, Dict[str, List[Any]]]) -> None:
+        """Custom-scalars dashboard layout: ``{category: {title: ['Multiline'|'Margin', tags]}}``."""
+        _check_layout(layout)
+        if self._skip_non_writer():
+            return
+        self._get_file_writer().submit(enc_custom_scalars.custom_scalars, (layout,), None, time.time())
+
+    def add_custom_scalars_multilinechart(self, tags: List[str], category: str = "default",
+                                          title: str = "untitled") -> None:
+        self.add_custom_scalars({category: {title: ["Multiline", tags]}})
+
+    def add_custom_scalars_marginchart(self, tags: List[str], category: str = "default",
+                                       title: str = "untitled") -> None:
+        if not isinstance(tags, (list, tuple)) or len(tags) != 3:
+            raise ValueError(f"a margin chart needs exactly 3 tags (value, lower, upper), got {tags!r}")
+        self.add_custom_scalars({category: {title: ["Margin", list(tags)]}})
+
+    # -- hparams -------------------------------------------------------------------------------
+    def add_hparams(self, hparam_dict: Dict[str, Any], metric_dict: Dict[str, Any],
+                    hparam_domain_discrete: Optional[Dict[str, List[Any]]] = None,
+                    run_name: Optional[str] = None, global_step: Optional[int] = None) -> None:
+        """Hyperparameters and metrics in the sub-run ``<log_dir>/<run_name or time.time()>``."""
+        hparams = _check_hparams(hparam_dict, metric_dict, hparam_domain_discrete)
+        metrics = {_convert.check_tag(k, "metric_dict key"): _convert.scalar(v, f"metric_dict[{k!r}]")
+                   for k, v in metric_dict.items()}
+        step = to_step(global_step)
+        if self._skip_non_writer():
+            return
+        if not run_name:
+            run_name = str(time.time())
+        logdir = os.path.join(self._get_file_writer().get_logdir(), run_name)
+        fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix)
+        now = time.time()
+        for values in enc_hparams.hparams(hparams, metrics, hparam_domain_discrete):
+            fw.submit(_constant, (values,), step, now)
+        for k, v in metrics.items():
+            fw.submit_scalar(k, v, step, time.time())
+        fw.close_async()
+
+    # -- raw summaries -------------------------------------------------------------------------
+    def add_histogram_raw(self, tag: str, min: Number, max: Number, num: Number, sum: Number,
+                          sum_squares: Number, bucket_limits: Any, bucket_counts: Any,
+                          global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
+        """A histogram from precomputed statistics; ``bucket_limits[i]`` is bucket i's right edge."""
+        tag = _convert.check_tag(tag)
+        stats = tuple(_convert.scalar(v, n) for v, n in zip(
+            (min, max, num, sum, sum_squares), ("min", "max", "num", "sum", "sum_squares")))
+        limits = _convert.to_numpy(bucket_limits, "bucket_limits").astype(np.float64).ravel()
+        counts = _convert.to_numpy(bucket_counts, "bucket_counts").astype(np.float64).ravel()
+        if len(limits) != len(counts):
+            raise ValueError(f"len(bucket_limits) ({len(limits)}) != len(bucket_counts) "
+                             f"({len(counts)}); pass one limit per bucket")
+        if self._skip_non_writer():
+            return
+        self._get_file_writer().submit(enc_histogram.histogram_raw, (tag, stats, limits, counts),
+                                       to_step(global_step), to_walltime(walltime))
+
+    def add_pr_curve_raw(self, tag: str, true_positive_counts: Any, false_positive_counts: Any,
+                         true_negative_counts: Any, false_negative_counts: Any, precision: Any,
+                         recall: Any, global_step: Optional[int] = None, num_thresholds: int = 127,
+                         weights: Any = None, walltime: Optional[float] = None) -> None:
+        """A PR curve from precomputed rows (all of one length)."""
+        tag = _convert.check_tag(tag)
+        names = ("true_positive_counts", "false_positive_counts", "true_negative_counts",
+                 "false_negative_counts", "precision", "recall")
+        rows = [_convert.to_numpy(v, n).astype(np.float64).ravel() for v, n in zip(
+            (true_positive_counts, false_positive_counts, true_negative_counts,
+             false_negative_counts, precision, recall), names)]
+        lengths = {n: len(r) for n, r in zip(names, rows)}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"add_pr_curve_raw: all six rows must have the same length, got {lengths}")
+        _check_thresholds(num_thresholds)
+        if self._skip_non_writer():
+            return
+        self._get_file_writer().submit(enc_pr_curve.pr_curve_raw, (tag, np.stack(rows), num_thresholds),
+                                       to_step(global_step), to_walltime(walltime))
+
+    # -- tensor-valued summaries (reduced where the data lives) ---------------------------------
+    def add_histogram(self, tag: str, values: Any, global_step: Optional[int] = None,
+                      bins: Any = "tensorflow", walltime: Optional[float] = None,
+                      max_bins: Optional[int] = None) -> None:
+        """Histogram of ``values``; counts are exact, reduced on the tensor's device."""
+        from ._reduce import histogram as red
+        tag = _convert.check_tag(tag)
+        step, wall = to_step(global_step), to_walltime(walltime)
+        if self._dist is not None:
+            return self._dist.add_histogram(self, tag, values, step, wall, bins, max_bins)
+        prep = red.prepare(tag, values, bins, max_bins)
+        self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
+
+    def add_pr_curve(self, tag: str, labels: Any, predictions: Any, global_step: Optional[int] = None,
+                     num_thresholds: int = 127, weights: Any = None,
+                     walltime: Optional[float] = None) -> None:
+        """PR curve from binary labels and predictions in [0, 1] (torch's compute_curve)."""
+        from ._reduce import pr_curve as red
+        tag = _convert.check_tag(tag)
+        _check_thresholds(num_thresholds)
+        step, wall = to_step(global_step), to_walltime(walltime)
+        if self._dist is not None:
+            return self._dist.add_pr_curve(self, tag, labels, predictions, step, wall,
+                                           num_thresholds, weights)
+        prep = red.prepare(tag, labels, predictions, num_thresholds, weights)
+        self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
+
+    def add_image(self, tag: str, img_tensor: Any, global_step: Optional[int] = None,
+                  walltime: Optional[float] = None, dataformats: str = "CHW") -> None:
+        """One image; floats are scaled by 255 and clipped, uint8 is taken as is."""
+        from ._reduce import image as red
+        self._submit_prepared(tag, global_step, walltime,
+                              lambda t: red.prepare_image(t, img_tensor, dataformats))
+
+    def add_images(self, tag: str, img_tensor: Any, global_step: Optional[int] = None,
+                   walltime: Optional[float] = None, dataformats: str = "NCHW") -> None:
+        """A batch of images tiled into one grid (8 per row), as torch does."""
+        from ._reduce import image as red
+        self._submit_prepared(tag, global_step, walltime,
+                              lambda t: red.prepare_images(t, img_tensor, dataformats))
+
+    def add_image_with_boxes(self, tag: str, img_tensor: Any, box_tensor: Any,
+                             global_step: Optional[int] = None, walltime: Optional[float] = None,
+                             rescale: float = 1, dataformats: str = "CHW",
+                             labels: Optional[List[str]] = None) -> None:
+        """An image with red boxes ``[x1, y1, x2, y2]`` (and optional labels) drawn on it."""
+        from ._reduce import image as red
+        self._submit_prepared(tag, global_step, walltime, lambda t: red.prepare_image_with_boxes(
+            t, img_tensor, box_tensor, rescale, dataformats, labels))
+
+    def add_figure(self, tag: str, figure: Any, global_step: Optional[int] = None,
+                   close: bool = True, walltime: Optional[float] = None) -> None:
+        """A matplotlib figure (or list of figures) rendered to an image."""
+        from ._reduce import image as red
+        self._submit_prepared(tag, global_step, walltime, lambda t: red.prepare_figure(t, figure, close))
+
+    def add_video(self, tag: str, vid_tensor: Any, global_step: Optional[int] = None,
+                  fps: Union[int, float] = 4, walltime: Optional[float] = None) -> None:
+        """A batch of videos [N, T, C, H, W] as one animated GIF (no moviepy needed)."""
+        from ._reduce import video as red
+        self._submit_prepared(tag, global_step, walltime, lambda t: red.prepare(t, vid_tensor, fps))
+
+    def add_audio(self, tag: str, snd_tensor: Any, global_step: Optional[int] = None,
+                  sample_rate: int = 44100, walltime: Optional[float] = None) -> None:
+        """Mono audio in [-1, 1] as 16-bit WAV (values beyond are clipped with a warning)."""
+        from ._reduce import audio as red
+        self._submit_prepared(tag, global_step, walltime,
+                              lambda t: red.prepare(t, snd_tensor, sample_rate))
+
+    def add_mesh(self, tag: str, vertices: Any, colors: Any = None, faces: Any = None,
+                 config_dict: Optional[Dict[str, Any]] = None, global_step: Optional[int] = None,
+                 walltime: Optional[float] = None) -> None:
+        """A 3-D mesh or point cloud; each tensor shaped [B, N, 3]."""
+        from ._reduce import mesh as red
+        self._submit_prepared(tag, global_step, walltime,
+                              lambda t: red.prepare(t, vertices, colors, faces, config_dict))
+
+    def add_embedding(self, mat: Any, metadata: Optional[Sequence[Any]] = None, label_img: Any = None,
+                      global_step: Optional[int] = None, tag: str = "default",
+                      metadata_header: Optional[Sequence[str]] = None) -> None:
+        """Projector files (tensors.tsv, metadata.tsv, sprite.png, projector_config.pbtxt)."""
+        from . import embedding
+        tag = _convert.check_tag(tag)
+        step = to_step(global_step)
+        job = embedding.prepare(mat, metadata, label_img, step, tag, metadata_header)
+        if self._skip_non_writer():
+            return
+        fw = self._get_file_writer()
+        if not hasattr(self, "_projector"):
+            self._projector = embedding.ProjectorConfig()
+        fw.submit_call(embedding.write, (fw.get_logdir(), job, self._projector), job.nbytes)
+
+    def _submit_prepared(self, tag: str, global_step: Any, walltime: Any, prepare: Any) -> None:
+        tag = _convert.check_tag(tag)
+        step, wall = to_step(global_step), to_walltime(walltime)
+        if self._skip_non_writer():
+            return
+        prep = prepare(tag)
+        self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
+
+    def _skip_non_writer(self) -> bool:
+        return self._dist is not None and not self._dist.is_writer
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Barrier: when it returns, everything logged before is in the event files."""
+        if self._dist is not None:
+            self._dist.sync(self)
+        for fw in list((self.all_writers or {}).values()):
+            fw.flush()
+
+    def close(self) -> None:
+        """Flush and close every event file of this writer; idempotent.
+
+        A later ``add_*`` opens a new event file, as torch's writer does.
+        """
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+        if self._dist is not None and self.all_writers is not None:
+            self._dist.sync(self)
+        writers, self.all_writers, self.file_writer = self.all_writers or {}, None, None
+        errors = []
+        for fw in writers.values():
+            try:
+                fw.close()
+            except Exception as err:  # close every file before reporting
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "SummaryWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _constant(values: List[bytes]) -> List[bytes]:
+    return values
+
+
+def _check_thresholds(num_thresholds: Any) -> None:
+    if not isinstance(num_thresholds, (int, np.integer)) or isinstance(num_thresholds, bool) \
+            or num_thresholds < 2:
+        raise ValueError(f"num_thresholds must be an int >= 2, got {num_thresholds!r}")
+
+
+def _check_layout(layout: Any) -> None:
+    if not isinstance(layout, dict):
+        raise TypeError(f"layout must be a dict {{category: {{title: [type, tags]}}}}, got "
+                        f"{type(layout).__name__}")
+    for cat, charts in layout.items():
+        if not isinstance(cat, str) or not isinstance(charts, dict):
+            raise TypeError(f"layout[{cat!r}] must map chart titles to [type, tags]")
+        for title, spec in charts.items():
+            if not isinstance(spec, (list, tuple)) or len(spec) != 2 \
+                    or not isinstance(spec[1], (list, tuple)) \
+                    or not all(isinstance(t, str) for t in spec[1]):
+                raise TypeError(f"layout[{cat!r}][{title!r}] must be [chart_type, [tag, ...]], got {spec!r}")
+            if spec[0] == "Margin" and len(spec[1]) != 3:
+                raise ValueError(f"layout[{cat!r}][{title!r}]: a Margin chart needs exactly 3 tags "
+                                 f"(value, lower, upper), got {len(spec[1])}")
+
+
+def _check_hparams(hparam_dict: Any, metric_dict: Any, domain: Any) -> Dict[str, Any]:
+    if not isinstance(hparam_dict, dict) or not isinstance(metric_dict, dict):
+        raise TypeError("hparam_dict and metric_dict must be dicts, got "
+                        f"{type(hparam_dict).__name__} and {type(metric_dict).__name__}")
+    out: Dict[str, Any] = {}
+    for k, v in hparam_dict.items():
+        k = _convert.check_tag(k, "hparam_dict key")
+        if _convert.is_tensor(v):
+            v = float(v.detach().reshape(-1)[0].item())
+        elif isinstance(v, np.generic):
+            v = v.item()
+        elif callable(v) and not isinstance(v, (int, float, str, bool)):
+            v = getattr(v, "__name__", repr(v))
+        if v is not None and not isinstance(v, (int, float, str, bool)):
+            raise ValueError(f"hparam_dict[{k!r}] must be an int, float, str, bool or tensor, "
+                             f"got {type(v).__name__}")
+        out[k] = v
+    if domain is not None:
+        if not isinstance(domain, dict):
+            raise TypeError(f"hparam_domain_discrete must be a dict, got {type(domain).__name__}")
+        for k, values in domain.items():
+            if k not in out or not isinstance(values, list) or \
+                    not all(isinstance(d, type(out[k])) for d in values):
+                raise TypeError(f"hparam_domain_discrete[{k!r}] must be a list of values of the "
+                                f"same type as hparam_dict[{k!r}]")
+    return out

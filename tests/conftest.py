@@ -1,0 +1,39 @@
+"""Pytest set-up: CUDA auto-skip, and the ``twin`` fixture for differential tests."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+import pytest
+import torch
+
+# Helpers (tbcompare.py) sit beside the tests; only this folder is put on sys.path, never the
+# repository root, so `import kernels` keeps failing as it must.
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_collection_modifyitems(config: Any, items: Any) -> None:
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture
+def twin(tmp_path: Any) -> Callable[..., Any]:
+    """Run the same calls through torch's writer and gpulog's; return both snapshots per run."""
+    def run(calls: Callable[[Any], None], **kwargs: Any) -> Any:
+        from torch.utils.tensorboard import SummaryWriter as TorchWriter
+        import gpulog
+        dirs = {}
+        for name, cls in (("torch", TorchWriter), ("gpulog", gpulog.SummaryWriter)):
+            d = str(tmp_path / name)
+            w = cls(d, **kwargs)
+            calls(w)
+            w.close()
+            dirs[name] = d
+        return dirs
+    return run
+
+

@@ -1,0 +1,200 @@
+"""The producer → writer pipeline: barriers, exit drain, crashes, threads, fork, I/O errors."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import gpulog
+from gpulog.reader import read_events, read_scalars
+
+
+def _run(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+def test_flush_is_a_barrier(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path, flush_secs=3600, max_queue=100000)
+    for i in range(1000):
+        w.add_scalar("x", i, i)
+    w.flush()
+    assert len(read_scalars(tmp_path)["x"]) == 1000
+    w.close()
+
+
+def test_data_visible_without_flush_at_low_rate(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path, flush_secs=3600, max_queue=1000)
+    w.add_scalar("x", 1.0, 1)
+    deadline = time.time() + 5
+    while time.time() < deadline and not read_scalars(tmp_path).get("x"):
+        time.sleep(0.05)
+    assert read_scalars(tmp_path)["x"] == [(1, 1.0)]
+    w.close()
+
+
+def test_exit_without_close_loses_nothing(tmp_path):
+    r = _run(f"""
+        import gpulog
+        w = gpulog.SummaryWriter({str(tmp_path)!r}, flush_secs=3600, max_queue=10**6)
+        for i in range(20000):
+            w.add_scalar("x", float(i), i)
+        w.add_histogram_raw("h", 0, 1, 2, 1, 1, [0.5, 1.0], [1, 1], 1)
+    """)
+    assert r.returncode == 0, r.stderr
+    s = read_scalars(tmp_path)["x"]
+    assert len(s) == 20000 and s[-1] == (19999, 19999.0)
+    assert any(v.tag == "h" for e in read_events(tmp_path) for v in e.values)
+
+
+def test_exception_in_with_block_keeps_data(tmp_path):
+    with pytest.raises(RuntimeError):
+        with gpulog.SummaryWriter(tmp_path, flush_secs=3600) as w:
+            for i in range(100):
+                w.add_scalar("x", i, i)
+            raise RuntimeError("boom")
+    assert len(read_scalars(tmp_path)["x"]) == 100
+
+
+def test_kill_9_leaves_readable_records(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import gpulog, sys
+        w = gpulog.SummaryWriter({str(tmp_path)!r})
+        i = 0
+        while True:
+            w.add_scalar("x", float(i), i); i += 1
+            if i == 5000: print("ready", flush=True)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    events = read_events(tmp_path)  # CRC-checked; a torn last record is skipped
+    steps = [e.step for e in events if e.values]
+    assert len(steps) > 1000 and steps == list(range(len(steps)))
+
+
+def test_eight_threads_thousands_of_scalars(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path, max_queue=50)
+
+    def work(t):
+        for i in range(3000):
+            w.add_scalar(f"t{t}", float(i), i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    s = read_scalars(tmp_path)
+    for t in range(8):
+        assert s[f"t{t}"] == [(i, float(i)) for i in range(3000)]
+
+
+def test_close_idempotent_and_reopen_after_close(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path)
+    w.add_scalar("x", 1.0, 1)
+    w.close()
+    w.close()
+    w.add_scalar("x", 2.0, 2)
+    w.close()
+    files = [f for f in os.listdir(tmp_path) if "tfevents" in f]
+    assert len(files) == 2
+    assert read_scalars(tmp_path)["x"] == [(1, 1.0), (2, 2.0)]
+
+
+def test_file_name_format(tmp_path):
+    import socket
+    w = gpulog.SummaryWriter(tmp_path, filename_suffix=".v2")
+    w.close()
+    (name,) = os.listdir(tmp_path)
+    parts = name.split(".")
+    assert name.startswith("events.out.tfevents.") and name.endswith(".v2")
+    assert len(parts[3]) == 10 and parts[3].isdigit()
+    assert f".{socket.gethostname()}.{os.getpid()}." in name
+
+
+def test_default_logdir_and_comment(tmp_path, monkeypatch):
+    import socket
+    monkeypatch.chdir(tmp_path)
+    w = gpulog.SummaryWriter(comment="_lr0.1")
+    assert w.get_logdir().startswith("runs" + os.sep)
+    assert w.get_logdir().endswith(socket.gethostname() + "_lr0.1")
+    w.close()
+    w2 = gpulog.SummaryWriter(logdir=str(tmp_path / "alias"))
+    assert w2.get_logdir() == str(tmp_path / "alias")
+    w2.close()
+
+
+def test_fork_child_writes_its_own_file(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path, flush_secs=3600)
+    w.add_scalar("parent", 1.0, 1)
+    pid = os.fork()
+    if pid == 0:  # child: logs through the inherited writer, must not touch the parent's file
+        try:
+            w.add_scalar("child", 2.0, 2)
+            w.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    w.add_scalar("parent", 3.0, 3)
+    w.close()
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 2
+    by_pid = {f.split(".")[5]: f for f in files}
+    parent = read_scalars(tmp_path / by_pid[str(os.getpid())])
+    child = read_scalars(tmp_path / by_pid[str(pid)])
+    assert parent == {"parent": [(1, 1.0), (3, 3.0)]}
+    assert child == {"child": [(2, 2.0)]}
+
+
+def test_io_error_is_raised_on_next_call_and_chained(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path)
+    sink = w.file_writer._sink
+    os.close(sink.fd)  # simulate the disk going away under the writer
+    sink.fd = os.open(os.devnull, os.O_RDONLY)
+    w.add_scalar("x", 1.0, 1)
+    with pytest.raises(gpulog.WriterError) as info:
+        w.flush()
+    assert isinstance(info.value.__cause__, OSError)
+    assert sink.pending, "records that failed to write are kept for a retry"
+    os.close(sink.fd)
+    sink.fd = os.open(sink.path, os.O_WRONLY | os.O_APPEND)
+    w.add_scalar("x", 2.0, 2)
+    w.close()
+    assert read_scalars(tmp_path)["x"] == [(1, 1.0), (2, 2.0)]
+
+
+def test_import_starts_nothing():
+    r = _run("""
+        import sys, threading
+        import gpulog
+        assert threading.active_count() == 1, threading.enumerate()
+        bad = [m for m in ("torch", "triton", "gpulog.kernels", "kernels") if m in sys.modules]
+        assert not bad, bad
+        print("ok")
+    """)
+    assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_bounded_backlog_blocks_instead_of_dropping(tmp_path):
+    from gpulog import _worker
+    h = _worker.engine().handoff
+    old = h.max_items, h.wake_items
+    h.max_items, h.wake_items = 64, 16
+    try:
+        w = gpulog.SummaryWriter(tmp_path)
+        for i in range(5000):
+            w.add_scalar("x", float(i), i)
+            assert len(h.items) <= 64 + 1
+        w.close()
+    finally:
+        h.max_items, h.wake_items = old
+    assert len(read_scalars(tmp_path)["x"]) == 5000
