@@ -43,8 +43,8 @@ def trim(counts: np.ndarray, edges: np.ndarray) -> Tuple[np.ndarray, np.ndarray]
     return np.asarray(out_counts, dtype=np.float64), edges[start:end + 1]
 
 
-def histogram(tag: str, counts: np.ndarray, edges: np.ndarray, stats: np.ndarray,
-              max_bins: Optional[int]) -> List[bytes]:
+def histogram(tag: str, edges: np.ndarray, max_bins: Optional[int], counts: np.ndarray,
+              stats: np.ndarray) -> List[bytes]:
     """``stats`` = [min, max, num, sum, sum_squares] as float64."""
     counts, edges = regroup(np.asarray(counts), np.asarray(edges, dtype=np.float64), max_bins)
     bucket, limits = trim(counts, edges)

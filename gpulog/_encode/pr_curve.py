@@ -34,5 +34,5 @@ def from_buckets(tp_buckets: np.ndarray, fp_buckets: np.ndarray) -> np.ndarray:
     return np.stack((tp, fp, tn, fn, precision, recall))
 
 
-def pr_curve(tag: str, tp_buckets: np.ndarray, fp_buckets: np.ndarray, num_thresholds: int) -> List[bytes]:
+def pr_curve(tag: str, num_thresholds: int, tp_buckets: np.ndarray, fp_buckets: np.ndarray) -> List[bytes]:
     return pr_curve_raw(tag, from_buckets(tp_buckets, fp_buckets), num_thresholds)

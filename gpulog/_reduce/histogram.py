@@ -1,0 +1,228 @@
+"""Histogram reduction: exact bucket counts plus min/max/num/sum/sum of squares.
+
+Data contract (torch's ``np.histogram`` semantics): values are compared as float64 against float64
+edges; bin ``i`` is ``[edges[i], edges[i+1])`` and the last bin is closed.  NaN, ±inf and values
+outside the edges are not counted but enter min/max/num/sum/sum_squares.  Counts are int64.
+
+The default 'tensorflow' edges (1549 edges, ratio 1.1) are counted with a cell table: a float32's
+sign, exponent and top 6 mantissa bits pick one of 32768 cells; each cell spans a value ratio under
+2**(1/64) ≈ 1.011 < 1.1, so it holds at most one edge, and one comparison with that edge (rounded
+up to float32, which is exact for float32 inputs) gives the bin.  Lower-precision floats are widened
+to float32 (exact); float64 and integer inputs use ``torch.bucketize`` on the float64 edges.
+This file is the reference and the CPU/fallback path; ``gpulog.kernels.histogram`` mirrors it.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .. import _convert
+from .._encode import histogram as enc
+from ._backend import Prepared, finish, use_triton
+
+CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
+N_CELLS = 1 << (32 - CELL_SHIFT)   # 32768
+
+
+@functools.lru_cache(maxsize=1)
+def tensorflow_edges() -> np.ndarray:
+    """torch's default edges: v = 1e-12, v *= 1.1 (sequential float64 rounding) while v < 1e20."""
+    v, pos = 1e-12, []
+    while v < 1e20:
+        pos.append(v)
+        v *= 1.1
+    return np.array([-x for x in pos[::-1]] + [0.0] + pos, dtype=np.float64)
+
+
+def reference_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin index per value, numpy's rule: 0 = below, len(edges) = above/NaN, i+1 = bin i."""
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.searchsorted(edges, v, side="right")      # i+1 where edges[i] <= v < edges[i+1]
+    idx = np.where(v == edges[-1], len(edges) - 1, idx)  # the last bin is closed
+    return np.where(np.isnan(v), len(edges), idx)
+
+
+class CellTable(NamedTuple):
+    base: torch.Tensor       # int32 [N_CELLS]: shifted bin of the cell's smallest value
+    threshold: torch.Tensor  # float32 [N_CELLS]: values >= it fall one bin higher (NaN: never)
+
+
+@functools.lru_cache(maxsize=8)
+def cell_table(device: str = "cpu") -> CellTable:
+    """Per cell: the bin of its lowest value and the float32 value where the next bin starts."""
+    edges = tensorflow_edges()
+    cells = np.arange(N_CELLS, dtype=np.int64)
+    # Ordinal range of float32 bit patterns covered by each cell, in increasing *value* order.
+    lo_bits = (cells << CELL_SHIFT).astype(np.uint32)
+    hi_bits = lo_bits + np.uint32((1 << CELL_SHIFT) - 1)
+    negative = cells >= N_CELLS // 2
+    vmin_bits = np.where(negative, hi_bits, lo_bits)
+    vmax_bits = np.where(negative, lo_bits, hi_bits)
+    as_f = lambda b: np.asarray(b, dtype=np.uint32).view(np.float32)  # noqa: E731
+    bmin = reference_bins(as_f(vmin_bits), edges)
+    bmax = reference_bins(as_f(vmax_bits), edges)
+    nan = np.isnan(as_f(vmin_bits)) | np.isnan(as_f(vmax_bits))
+    threshold = np.full(N_CELLS, np.nan, dtype=np.float32)
+    split = (bmin != bmax) & ~nan
+    # Binary search, in value order, for the first value of each split cell in a higher bin.
+    step = np.where(negative, -1, 1).astype(np.int64)
+    lo = np.zeros(N_CELLS, dtype=np.int64)          # offset (in value order) known to be in bmin
+    hi = np.full(N_CELLS, (1 << CELL_SHIFT) - 1, dtype=np.int64)  # offset known to be higher
+    start = vmin_bits.astype(np.int64)
+    for _ in range(CELL_SHIFT):
+        mid = (lo + hi) // 2
+        b = reference_bins(as_f((start + step * mid).astype(np.uint32)), edges)
+        higher = b != bmin
+        hi = np.where(split & higher, mid, hi)
+        lo = np.where(split & ~higher, mid, lo)
+    threshold[split] = as_f((start + step * hi).astype(np.uint32))[split]
+    top = reference_bins(as_f((start + step * hi).astype(np.uint32)), edges)
+    assert np.all(top[split] == bmin[split] + 1), "a cell holds more than one edge"
+    base = np.where(nan, len(edges), bmin).astype(np.int32)  # NaN cells: never counted
+    return CellTable(torch.from_numpy(base).to(device), torch.from_numpy(threshold).to(device))
+
+
+def tf_bins_torch(x: torch.Tensor) -> torch.Tensor:
+    """Shifted bin index (0 = below, 1..1548 = bins, 1549 = above/NaN) of float32 values."""
+    table = cell_table(str(x.device))
+    cell = (x.view(torch.int32) >> CELL_SHIFT) & (N_CELLS - 1)
+    cell = cell.long()
+    return table.base[cell] + (x >= table.threshold[cell])
+
+
+def counts_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> torch.Tensor:
+    """int64 counts of the len(edges)-1 bins for a flat tensor (any device)."""
+    n_edges = len(edges)
+    if tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        idx = tf_bins_torch(x.float())
+    else:
+        x64 = x.double()
+        e = torch.from_numpy(np.asarray(edges, dtype=np.float64)).to(x.device)
+        idx = torch.bucketize(x64, e, right=True)
+        idx = torch.where(x64 == e[-1], torch.full_like(idx, n_edges - 1), idx)
+        idx = torch.where(torch.isnan(x64), torch.full_like(idx, n_edges), idx)
+    full = torch.bincount(idx.reshape(-1), minlength=n_edges + 1)
+    return full[1:n_edges]
+
+
+def stats_torch(x: torch.Tensor) -> torch.Tensor:
+    """float64 [min, max, num, sum, sum_squares]; NaN propagates into min/max as numpy's does."""
+    x64 = x.double()
+    if torch.isnan(x64).any():
+        mn = mx = torch.tensor(float("nan"), dtype=torch.float64, device=x.device)
+    else:
+        mn, mx = torch.aminmax(x64)
+    return torch.stack([mn, mx, torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device),
+                        x64.sum(), torch.dot(x64, x64)])
+
+
+def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(counts int64 [len(edges)-1], stats float64 [5]) for a flat tensor; the reference path."""
+    return counts_torch(x, edges, tensorflow), stats_torch(x)
+
+
+CHUNK = 1 << 16  # elements per step of the CPU path: keeps its temporaries in cache
+
+
+def reduce_numpy(x: np.ndarray, edges: np.ndarray, tensorflow: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """CPU path, same contract as :func:`reduce_torch`: the cell table over cache-sized chunks
+    (no float64 copy of float32 data); other dtypes and bins go through ``np.histogram``."""
+    x = x.reshape(-1)
+    if not (tensorflow and x.dtype in (np.float32, np.float16)):
+        x64 = x.astype(np.float64, copy=False)
+        counts = np.histogram(x64, bins=edges)[0].astype(np.int64)
+        return counts, _stats_np(x64, float(x64.sum()), float(x64.dot(x64)))
+    table = cell_table()
+    base, thr = table.base.numpy().astype(np.int64), table.threshold.numpy()
+    n_edges = len(edges)
+    counts = np.zeros(n_edges + 1, dtype=np.int64)
+    cell = np.empty(CHUNK, np.int32)
+    idx = np.empty(CHUNK, np.int64)
+    t = np.empty(CHUNK, np.float32)
+    ge = np.empty(CHUNK, bool)
+    d = np.empty(CHUNK, np.float64)
+    s = ss = 0.0
+    for i in range(0, x.size, CHUNK):
+        xc = x[i:i + CHUNK]
+        n = xc.size
+        if xc.dtype != np.float32:
+            xc = xc.astype(np.float32)
+        c = np.right_shift(xc.view(np.int32), CELL_SHIFT, out=cell[:n])
+        np.bitwise_and(c, N_CELLS - 1, out=c)
+        b = np.take(base, c, out=idx[:n])
+        b += np.greater_equal(xc, np.take(thr, c, out=t[:n]), out=ge[:n])
+        counts += np.bincount(b, minlength=n_edges + 1)
+        dd = d[:n]
+        dd[:] = xc
+        s += float(dd.sum())
+        ss += float(dd.dot(dd))
+    return counts[1:n_edges], _stats_np(x, s, ss)
+
+
+def _stats_np(x: np.ndarray, s: float, ss: float) -> np.ndarray:
+    return np.array([x.min(), x.max(), x.size, s, ss], dtype=np.float64)
+
+
+def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
+    if isinstance(bins, str) and bins == "tensorflow":
+        return tensorflow_edges(), True
+    if isinstance(bins, str) or isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if isinstance(bins, (int, np.integer)) and bins < 1:
+            raise ValueError(f"bins must be a positive int, got {bins}")
+        # numpy's estimators and int bins depend on the data (a host round trip for CUDA data).
+        data = x.detach().double().cpu().numpy()
+        try:
+            return np.histogram_bin_edges(data, bins=bins), False
+        except ValueError as err:
+            raise ValueError(f"add_histogram: cannot build bins={bins!r} for this data "
+                             f"(NaN or infinite values need explicit edges): {err}") from err
+    edges = np.asarray(_convert.to_numpy(bins, "bins"), dtype=np.float64).ravel()
+    if edges.size < 2 or np.any(np.diff(edges) < 0) or not np.all(np.isfinite(edges)):
+        raise ValueError("bins as explicit edges must be a finite, non-decreasing sequence of at least "
+                         f"2 values, got {edges.size} values")
+    return edges, False
+
+
+def _as_tensor(values: Any) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        t = values.detach()
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(values, "values")))
+    if t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+        raise TypeError(f"add_histogram: values must be real numbers, got dtype {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError("add_histogram: values is empty; log at least one element")
+    return t.reshape(-1)
+
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
+def _host_snapshot(x: torch.Tensor) -> np.ndarray:
+    """A private host copy: the value at call time, whatever the caller does next."""
+    if x.dtype == torch.bfloat16:
+        return x.float().numpy()  # widening is exact and already a copy
+    return x.cpu().numpy().copy() if not x.is_cuda else x.cpu().numpy()
+
+
+def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepared:
+    """Validate and start the reduction; only the counts cross to the host, never the data."""
+    if max_bins is not None and (not isinstance(max_bins, (int, np.integer)) or max_bins < 1):
+        raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
+    x = _as_tensor(values)
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+    edges, tensorflow = _edges_for(x, bins)
+    args = (tag, edges, max_bins)
+    if x.is_cuda and tensorflow:
+        reducer = reduce_torch
+        if use_triton(x):
+            from ..kernels import histogram as kernel
+            reducer = kernel.reduce  # same contract as reduce_torch
+        return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
+    host = _host_snapshot(x)
+    return finish(enc.histogram, args, host,
+                  functools.partial(reduce_numpy, edges=edges, tensorflow=tensorflow), snapshot=False)

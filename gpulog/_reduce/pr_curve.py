@@ -1,0 +1,92 @@
+"""PR-curve reduction: weighted true/false counts per threshold bucket (torch's compute_curve).
+
+Data contract: bucket ``k = int32(floor(prediction * (n - 1)))`` computed in the predictions'
+dtype (bfloat16 is first narrowed to float16, as torch's writer does); buckets outside [0, n-1]
+(predictions < 0 or > 1, NaN) are dropped; ``tp[k] = Σ label·w``, ``fp[k] = Σ (1 - label)·w``
+in float64.  Only these 2·n values cross to the host; the cumulative sums happen there.
+With integer labels and weights the sums are exact; fractional ones agree to float64 rounding.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .. import _convert
+from .._encode import pr_curve as enc
+from .._encode.pr_curve import MAX_THRESHOLDS
+from ._backend import Prepared, finish, use_triton
+
+
+def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
+                  n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Reference and fallback: (tp, fp) float64 [n] on the input's device."""
+    idx = torch.floor(pred * (n - 1))
+    keep = (idx >= 0) & (idx <= n - 1)
+    k = torch.where(keep, idx, torch.zeros_like(idx)).long()
+    lab = labels.double()
+    w = torch.ones_like(lab) if weights is None else weights.double().expand_as(lab)
+    w = torch.where(keep, w, torch.zeros_like(w))
+    tp = torch.zeros(n, dtype=torch.float64, device=pred.device).index_add_(0, k, lab * w)
+    fp = torch.zeros(n, dtype=torch.float64, device=pred.device).index_add_(0, k, (1.0 - lab) * w)
+    return tp, fp
+
+
+def buckets_numpy(arrays: Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]], n: int
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """CPU path with the same contract, on the writer thread."""
+    pred, labels, weights = arrays
+    idx = np.floor(pred * (n - 1))
+    keep = (idx >= 0) & (idx <= n - 1)
+    k = idx[keep].astype(np.intp)
+    lab = labels[keep].astype(np.float64)
+    w = 1.0 if weights is None else weights[keep]
+    tp = np.bincount(k, weights=lab * w, minlength=n)
+    fp = np.bincount(k, weights=(1.0 - lab) * w, minlength=n)
+    return tp, fp
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    return torch.from_numpy(np.array(_convert.to_numpy(x, name)))
+
+
+def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weights: Any) -> Prepared:
+    pred, lab = _tensor(predictions, "predictions"), _tensor(labels, "labels")
+    if pred.numel() == 0:
+        raise ValueError("add_pr_curve: predictions is empty")
+    if pred.shape != lab.shape:
+        raise ValueError(f"add_pr_curve: labels shape {tuple(lab.shape)} != predictions shape "
+                         f"{tuple(pred.shape)}; pass one label per prediction")
+    if not pred.is_floating_point():
+        raise TypeError(f"add_pr_curve: predictions must be floats in [0, 1], got {pred.dtype}")
+    if lab.is_complex() or (lab.is_floating_point() is False and lab.dtype not in
+                            (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise TypeError(f"add_pr_curve: labels must be bool, int or float, got {lab.dtype}")
+    w = None
+    if weights is not None:
+        w = _tensor(weights, "weights").to(pred.device)
+        try:
+            w = w.expand(pred.shape)
+        except RuntimeError as err:
+            raise ValueError(f"add_pr_curve: weights of shape {tuple(w.shape)} do not broadcast to "
+                             f"predictions {tuple(pred.shape)}") from err
+    if lab.device != pred.device:
+        raise ValueError(f"add_pr_curve: labels on {lab.device} but predictions on {pred.device}")
+    if pred.dtype == torch.bfloat16:
+        pred = pred.half()  # torch's writer narrows bf16 to fp16; the buckets follow it
+    n = min(int(num_thresholds), MAX_THRESHOLDS)
+    args = (tag, num_thresholds)
+    if pred.is_cuda:
+        fn = buckets_torch
+        if use_triton(pred):
+            from ..kernels import pr_curve as kernel
+            fn = kernel.buckets
+        return finish(enc.pr_curve, args, (pred.reshape(-1), lab.reshape(-1), w if w is None else w.reshape(-1)),
+                      lambda t: fn(t[0], t[1], t[2], n), snapshot=False)
+    host = (pred.reshape(-1).numpy().copy(), lab.reshape(-1).numpy().copy(),
+            None if w is None else w.reshape(-1).double().numpy().copy())
+    return finish(enc.pr_curve, args, host, functools.partial(buckets_numpy, n=n), snapshot=False)
