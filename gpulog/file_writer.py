@@ -121,8 +121,7 @@ class FileWriter:
         err = sink.error
         if err is not None:
             sink.error = None
-            raise WriterError(f"gpulog's writer failed on {sink.path}: {err}; records that could "
-                              "not be written are kept and retried") from err
+            _raise_stored(err, sink.path)
         return sink
 
     def submit_scalar(self, tag: str, value: float, step: Optional[int], wall: float) -> None:
@@ -185,7 +184,7 @@ class FileWriter:
         self._sink = None
         if sink.error is not None:
             err, sink.error = sink.error, None
-            raise WriterError(f"gpulog's writer failed on {sink.path}: {err}") from err
+            _raise_stored(err, sink.path)
 
     def close_async(self) -> None:
         """Close after everything queued is written, without waiting for it (sub-runs)."""
@@ -205,3 +204,13 @@ class _NullEvent:
 
     def set(self) -> None:
         pass
+
+
+def _raise_stored(err: BaseException, path: str) -> None:
+    """Re-raise an error the writer thread met, on the caller's thread, chained to the original."""
+    if isinstance(err, OSError):
+        raise WriterError(f"gpulog's writer failed on {path}: {err}; records that could not be "
+                          "written are kept and retried") from err
+    # Data only a device reduction could judge (e.g. an all-NaN CUDA histogram): the item is
+    # skipped, everything else is written.
+    raise ValueError(f"an earlier summary could not be encoded and was skipped: {err}") from err

@@ -8,6 +8,10 @@ from typing import Any, Callable
 import pytest
 import torch
 
+# Without a GPU, Triton kernels run in its interpreter on CPU tensors (set before triton imports).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Helpers (tbcompare.py) sit beside the tests; only this folder is put on sys.path, never the
 # repository root, so `import kernels` keeps failing as it must.
 sys.path.insert(0, os.path.dirname(__file__))

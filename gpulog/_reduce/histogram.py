@@ -39,7 +39,8 @@ def tensorflow_edges() -> np.ndarray:
 
 def reference_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin index per value, numpy's rule: 0 = below, len(edges) = above/NaN, i+1 = bin i."""
-    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        v = np.asarray(values, dtype=np.float64)
     idx = np.searchsorted(edges, v, side="right")      # i+1 where edges[i] <= v < edges[i+1]
     idx = np.where(v == edges[-1], len(edges) - 1, idx)  # the last bin is closed
     return np.where(np.isnan(v), len(edges), idx)
@@ -224,5 +225,8 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
             reducer = kernel.reduce  # same contract as reduce_torch
         return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
     host = _host_snapshot(x)
+    if host.dtype.kind == "f" and not np.isfinite(host).any():
+        raise ValueError("add_histogram: every value is NaN or infinite; nothing to draw. "
+                         "Log finite values (NaN/inf are not counted in any bucket).")
     return finish(enc.histogram, args, host,
                   functools.partial(reduce_numpy, edges=edges, tensorflow=tensorflow), snapshot=False)

@@ -1,0 +1,129 @@
+"""Kernels vs their torch references vs numpy oracles: counts exact, on CPU (TRITON_INTERPRET=1,
+small sizes) and on a GPU at full size when one is present."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+from gpulog.kernels import histogram as k_hist, image as k_img, mesh as k_mesh, pr_curve as k_pr  # noqa: E402
+from gpulog._reduce import histogram as r_hist, image as r_img, mesh as r_mesh, pr_curve as r_pr  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no GPU and not in Triton's interpreter", allow_module_level=True)
+N = 1 << 22 if DEV == "cuda" else 6000
+
+SPECIAL = [0.0, -0.0, 1e-12, -1e-12, 1.1e-12, 1e-13, -1e-13, float("inf"), -float("inf"),
+           float("nan"), 9.92e19, -9.92e19, 3e38, -3e38, 1e-45, -1e-45]
+
+
+def _edge_values() -> torch.Tensor:
+    e = r_hist.tensorflow_edges()
+    pick = e[::37]
+    near = np.concatenate([pick, np.nextafter(pick.astype(np.float32), np.inf), np.nextafter(pick.astype(np.float32), -np.inf)])
+    return torch.from_numpy(near.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("data", ["randn", "wide", "special", "edges", "constant"])
+def test_histogram_three_way(dtype, data):
+    g = torch.Generator().manual_seed(0)
+    if data == "randn":
+        x = torch.randn(N, generator=g)
+    elif data == "wide":
+        x = torch.randn(N, generator=g) * torch.exp(torch.randn(N, generator=g) * 20)
+    elif data == "special":
+        x = torch.tensor(SPECIAL * 10)
+    elif data == "edges":
+        x = _edge_values()
+    else:
+        x = torch.full((N,), 0.5)
+    x = x.to(dtype)
+    edges = r_hist.tensorflow_edges()
+    oracle = np.histogram(x.float().double().numpy(), bins=edges)[0]
+    ref_c, ref_s = r_hist.reduce_torch(x.to(DEV), edges, True)
+    ker_c, ker_s = k_hist.reduce(x.to(DEV), edges)
+    np_c, np_s = r_hist.reduce_numpy(x.float().numpy() if dtype == torch.bfloat16 else x.numpy(), edges, True)
+    assert np.array_equal(ref_c.cpu().numpy(), oracle)
+    assert np.array_equal(ker_c.cpu().numpy(), oracle)
+    assert np.array_equal(np_c, oracle)
+    x64 = x.double().numpy()
+    want = np.array([x64.min(), x64.max(), x64.size, x64.sum(), x64.dot(x64)])
+    for got in (ref_s.cpu().numpy(), ker_s.cpu().numpy(), np_s):
+        np.testing.assert_allclose(got[:3], want[:3], equal_nan=True)
+        np.testing.assert_allclose(got[3:], want[3:], rtol=1e-9, equal_nan=True)
+
+
+def _pr_oracle(labels, preds, n, weights=None):
+    idx = np.int32(np.floor(preds * (n - 1)))
+    lab = labels.astype(np.float64)
+    w = 1.0 if weights is None else weights
+    tp = np.histogram(idx, bins=n, range=(0, n - 1), weights=lab * w)[0]
+    fp = np.histogram(idx, bins=n, range=(0, n - 1), weights=(1.0 - lab) * w)[0]
+    return tp, fp
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_pr_buckets_three_way(dtype, weighted):
+    g = torch.Generator().manual_seed(1)
+    preds = torch.cat([torch.rand(N, generator=g), torch.tensor([0.0, 1.0, -0.1, 1.1, float("nan")])]).to(dtype)
+    labels = torch.randint(0, 2, preds.shape, generator=g)
+    weights = torch.randint(1, 4, preds.shape, generator=g).double() if weighted else None
+    n = 127
+    o_tp, o_fp = _pr_oracle(labels.numpy(), preds.numpy(), n, None if weights is None else weights.numpy())
+    r = r_pr.buckets_torch(preds.to(DEV), labels.to(DEV), None if weights is None else weights.to(DEV), n)
+    k = k_pr.buckets(preds.to(DEV), labels.to(DEV), None if weights is None else weights.to(DEV), n)
+    h = r_pr.buckets_numpy((preds.numpy(), labels.numpy(), None if weights is None else weights.numpy()), n)
+    for tp, fp in (r, k):
+        assert np.array_equal(tp.cpu().numpy(), o_tp) and np.array_equal(fp.cpu().numpy(), o_fp)
+    assert np.array_equal(h[0], o_tp) and np.array_equal(h[1], o_fp)
+
+
+def _image_oracle(nchw: np.ndarray) -> np.ndarray:
+    """torch's make_grid + scaling, transcribed in numpy."""
+    i = nchw
+    if i.shape[1] == 1:
+        i = np.concatenate([i, i, i], 1)
+    n, c, h, w = i.shape
+    cols = min(n, 8)
+    rows = int(np.ceil(n / cols))
+    canvas = np.zeros((c, h * rows, w * cols), dtype=i.dtype)
+    for k in range(n):
+        y, x = divmod(k, cols)
+        canvas[:, y * h:(y + 1) * h, x * w:(x + 1) * w] = i[k]
+    hwc = canvas.transpose(1, 2, 0)
+    scale = 1 if hwc.dtype == np.uint8 else 255
+    with np.errstate(invalid="ignore"):
+        return (hwc.astype(np.float32) * scale).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape,dtype", [((9, 3, 5, 7), torch.float32), ((1, 1, 6, 4), torch.float64),
+                                         ((3, 4, 4, 4), torch.uint8), ((10, 3, 3, 2), torch.float16),
+                                         ((2, 3, 4, 4), torch.int32)])
+def test_image_three_way(shape, dtype):
+    g = torch.Generator().manual_seed(2)
+    if dtype == torch.uint8 or dtype == torch.int32:
+        x = torch.randint(0, 256, shape, generator=g).to(dtype)
+    else:
+        x = (torch.rand(shape, generator=g) * 1.4 - 0.2).to(dtype)
+    if dtype == torch.float32:
+        x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), 0.999])
+    nhwc = x.permute(0, 2, 3, 1).contiguous()  # exercise strided (non-contiguous) NCHW views
+    xs = nhwc.permute(0, 3, 1, 2)
+    oracle = _image_oracle(x.numpy())
+    assert np.array_equal(r_img.grid_hwc_uint8_torch(xs.to(DEV)).cpu().numpy(), oracle)
+    assert np.array_equal(k_img.grid_hwc_uint8(xs.to(DEV)).cpu().numpy(), oracle)
+
+
+def test_mesh_pack_two_way():
+    parts = [torch.rand(1, 50, 3), torch.randint(0, 50, (1, 20, 3), dtype=torch.int32),
+             torch.randint(0, 255, (1, 50, 3), dtype=torch.uint8)]
+    ref = r_mesh.pack_torch([p.to(DEV) for p in parts])[0]
+    ker = k_mesh.pack([p.to(DEV) for p in parts])[0]
+    oracle = np.concatenate([p.numpy().astype(np.float32).ravel() for p in parts])
+    assert np.array_equal(ref.cpu().numpy(), oracle) and np.array_equal(ker.cpu().numpy(), oracle)
