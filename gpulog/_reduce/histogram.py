@@ -125,7 +125,7 @@ def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[
     return counts_torch(x, edges, tensorflow), stats_torch(x)
 
 
-CHUNK = 1 << 16  # elements per step of the CPU path: keeps its temporaries in cache
+CHUNK = 1 << 18  # elements per step of the CPU path: keeps its temporaries in cache
 
 
 def reduce_numpy(x: np.ndarray, edges: np.ndarray, tensorflow: bool) -> Tuple[np.ndarray, np.ndarray]:
@@ -209,6 +209,11 @@ def _host_snapshot(x: torch.Tensor) -> np.ndarray:
     return x.cpu().numpy().copy() if not x.is_cuda else x.cpu().numpy()
 
 
+def _any_finite(host: np.ndarray) -> bool:
+    """Early exit: real data almost always has a finite value in its first chunk."""
+    return bool(np.isfinite(host[:CHUNK]).any()) or bool(np.isfinite(host).any())
+
+
 def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepared:
     """Validate and start the reduction; only the counts cross to the host, never the data."""
     if max_bins is not None and (not isinstance(max_bins, (int, np.integer)) or max_bins < 1):
@@ -225,7 +230,7 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
             reducer = kernel.reduce  # same contract as reduce_torch
         return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
     host = _host_snapshot(x)
-    if host.dtype.kind == "f" and not np.isfinite(host).any():
+    if host.dtype.kind == "f" and not _any_finite(host):
         raise ValueError("add_histogram: every value is NaN or infinite; nothing to draw. "
                          "Log finite values (NaN/inf are not counted in any bucket).")
     return finish(enc.histogram, args, host,

@@ -1,0 +1,1 @@
+"""gpulog benchmarks: ``python -m benchmarks`` (see benchmarks/README.md)."""

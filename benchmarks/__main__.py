@@ -1,0 +1,200 @@
+"""Run gpulog, torch.utils.tensorboard and tensorboardX on the same workloads in one process.
+
+Prints a table of figures with ratios (torch / gpulog: higher is better for gpulog) and writes
+JSON.  ``caller`` = time spent inside the add_* call; ``e2e`` = calls plus flush()/close(), i.e.
+until everything is on disk.  Usage: python -m benchmarks [--device cpu|cuda] [--quick] [--out F]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+
+def writers() -> Dict[str, Any]:
+    import gpulog
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
+    out: Dict[str, Any] = {"gpulog": gpulog.SummaryWriter, "torch": TorchWriter}
+    try:
+        from tensorboardX import SummaryWriter as XWriter
+        out["tbx"] = XWriter
+    except ImportError:
+        pass
+    return out
+
+
+class Bench:
+    def __init__(self, device: str, quick: bool) -> None:
+        self.device, self.quick = device, quick
+        self.rows: List[Dict[str, Any]] = []
+        self.tmp = tempfile.mkdtemp(prefix="gpulog-bench-")
+        self.W = writers()
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def emit(self, figure: str, writer: str, value: float, unit: str) -> None:
+        row = dict(figure=figure, writer=writer, value=value, unit=unit, device=self.device)
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    def call_and_e2e(self, figure: str, fn: Callable[[Any, int], None], reps: int, unit_scale: float = 1e3,
+                     unit: str = "ms", **kw: Any) -> None:
+        """Median caller time per call, and calls + close() per call (end to end)."""
+        for name, cls in self.W.items():
+            w = cls(os.path.join(self.tmp, f"{figure}_{name}"), **kw)
+            fn(w, -1)  # warm-up (imports, tables, caches)
+            w.flush()
+            calls = []
+            self.sync()
+            t0 = time.perf_counter()
+            for i in range(reps):
+                t = time.perf_counter()
+                fn(w, i)
+                self.sync()
+                calls.append(time.perf_counter() - t)
+            w.close()
+            total = time.perf_counter() - t0
+            self.emit(figure + ".caller", name, statistics.median(calls) * unit_scale, unit)
+            self.emit(figure + ".e2e", name, total / reps * unit_scale, unit)
+
+    def scalars(self) -> None:
+        n = 2000 if self.quick else 20000
+        for kind in ("float", "tensor"):
+            for name, cls in self.W.items():
+                w = cls(os.path.join(self.tmp, f"s_{kind}_{name}"), max_queue=1000, flush_secs=3600)
+                v = torch.tensor(1.5, device=self.device) if kind == "tensor" else 1.5
+                self.sync()
+                t = time.perf_counter()
+                for i in range(n):
+                    w.add_scalar("loss", v, i)
+                self.sync()
+                t_call = time.perf_counter() - t
+                w.close()
+                t_all = time.perf_counter() - t
+                self.emit(f"scalar.{kind}.caller_us", name, t_call / n * 1e6, "us/call")
+                self.emit(f"scalar.{kind}.e2e_per_s", name, n / t_all, "events/s")
+
+    def tensors(self) -> None:
+        d = self.device
+        g = torch.Generator(device=d).manual_seed(0)
+        reps = 3 if self.quick else 5
+        for n in ([1 << 20, 1 << 22] if self.quick else [1 << 20, 1 << 22, 1 << 24]):
+            x = torch.randn(n, device=d, generator=g)
+            self.call_and_e2e(f"histogram.{n >> 20}M", lambda w, i: w.add_histogram("h", x, i), reps)
+        labels = torch.randint(0, 2, (1 << 20,), device=d, generator=g)
+        preds = torch.rand(1 << 20, device=d, generator=g)
+        self.call_and_e2e("pr_curve.1M", lambda w, i: w.add_pr_curve("pr", labels, preds, i), reps)
+        img = torch.rand(3, 1024, 1024, device=d, generator=g)
+        self.call_and_e2e("image.3x1024x1024", lambda w, i: w.add_image("img", img, i), 3)
+        imgs = torch.rand(64, 3, 64, 64, device=d, generator=g)
+        self.call_and_e2e("images.64x3x64x64", lambda w, i: w.add_images("imgs", imgs, i), reps)
+        verts = torch.rand(1, 100000, 3, device=d, generator=g)
+        cols = torch.randint(0, 255, (1, 100000, 3), device=d, generator=g)
+        faces = torch.randint(0, 100000, (1, 200000, 3), device=d, generator=g)
+        self.call_and_e2e("mesh.100k", lambda w, i: w.add_mesh("m", verts, colors=cols, faces=faces,
+                                                                global_step=i), 3)
+
+    def loop(self) -> None:
+        """In-loop overhead: 6-layer 2048-wide MLP, batch 512 (smaller on CPU)."""
+        d = self.device
+        width, batch, steps = (2048, 512, 200) if d == "cuda" else (256, 64, 40 if self.quick else 100)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.GELU())
+                                      for _ in range(6)], torch.nn.Linear(width, 10)).to(d)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        xb, yb = torch.randn(batch, width, device=d), torch.randint(0, 10, (batch,), device=d)
+
+        def step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        def run(log: Callable[[int, torch.Tensor], None]) -> float:
+            for _ in range(10):
+                step()
+            self.sync()
+            t = time.perf_counter()
+            for i in range(steps):
+                log(i, step())
+            self.sync()
+            return (time.perf_counter() - t) / steps
+
+        base = run(lambda i, l: None)
+        self.emit("loop.no_logging", "-", base * 1e3, "ms/step")
+        for name, cls in self.W.items():
+            w = cls(os.path.join(self.tmp, f"loop_{name}"))
+            t = run(lambda i, l: w.add_scalar("loss", l, i))
+            self.emit("loop.scalar_each_step.overhead", name, (t / base - 1) * 100, "%")
+
+            def hist(i: int, l: torch.Tensor) -> None:
+                w.add_scalar("loss", l, i)
+                if i % 20 == 0:
+                    for pn, p in model.named_parameters():
+                        w.add_histogram(pn, p, i)
+            t = run(hist)
+            self.emit("loop.scalar+hist_every20.overhead", name, (t / base - 1) * 100, "%")
+            w.close()
+
+    def table(self) -> str:
+        by: Dict[str, Dict[str, float]] = {}
+        units: Dict[str, str] = {}
+        for r in self.rows:
+            by.setdefault(r["figure"], {})[r["writer"]] = r["value"]
+            units[r["figure"]] = r["unit"]
+        lines = ["| figure | unit | gpulog | torch | tbx | torch/gpulog | tbx/gpulog |", "|---|---|---|---|---|---|---|"]
+        for fig, vals in by.items():
+            g = vals.get("gpulog")
+            higher_better = units[fig] == "events/s"
+
+            def ratio(o: Optional[float]) -> str:
+                if g is None or o is None or g == 0 or "overhead" in fig:
+                    return ""
+                return f"{(g / o) if higher_better else (o / g):.1f}x"
+            fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
+            lines.append(f"| {fig} | {units[fig]} | {fmt(g)} | {fmt(vals.get('torch'))} | {fmt(vals.get('tbx'))} | "
+                         f"{ratio(vals.get('torch'))} | {ratio(vals.get('tbx'))} |" if "-" not in vals else
+                         f"| {fig} | {units[fig]} | {fmt(vals['-'])} | | | | |")
+        return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
+    ap.add_argument("--only", choices=["scalars", "tensors", "loop"], action="append")
+    ap.add_argument("--out", default="benchmarks/out/results.json")
+    args = ap.parse_args(argv)
+    b = Bench(args.device, args.quick)
+    try:
+        for part in args.only or ["scalars", "tensors", "loop"]:
+            getattr(b, part)()
+    finally:
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pinned = torch.cuda.memory_stats().get("host_alloc_size", 0) if args.device == "cuda" else 0
+    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"device {args.device}{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else ''}; "
+          f"peak RSS {peak:.0f} MiB; pinned {pinned / 2**20:.1f} MiB\n")
+    print(b.table())
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"rows": b.rows, "peak_rss_mib": peak, "device": args.device}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""CUDA-only checks (skipped without a GPU): no device synchronisation inside add_*, and the
+value at call time is logged even when the tensor is mutated right after the call."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gpulog
+from tbcompare import accumulate
+
+pytestmark = pytest.mark.cuda
+
+
+def test_add_calls_do_not_synchronise(tmp_path):
+    d = "cuda"
+    x = torch.randn(1 << 20, device=d)
+    w = gpulog.SummaryWriter(tmp_path)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        w.add_scalar("s", x[0], 1)
+        w.add_scalar("s2", x.sum(), 1, new_style=True)
+        w.add_histogram("h", x, 1)
+        w.add_pr_curve("pr", (x > 0).int(), torch.rand(1 << 20, device=d), 1)
+        w.add_image("img", torch.rand(3, 64, 64, device=d), 1)
+        w.add_images("imgs", torch.rand(9, 3, 16, 16, device=d), 1)
+        w.add_mesh("m", torch.rand(1, 100, 3, device=d), global_step=1)
+        w.add_audio("a", torch.rand(1000, device=d) * 2 - 1, 1)
+        w.add_video("v", torch.rand(2, 3, 3, 8, 8, device=d), 1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    w.close()
+    acc = accumulate(tmp_path)
+    assert acc.Histograms("h")[0].histogram_value.num == 1 << 20
+
+
+def test_value_at_call_time_on_cuda(tmp_path):
+    x = torch.zeros(1 << 16, device="cuda")
+    s = torch.zeros((), device="cuda")
+    with gpulog.SummaryWriter(tmp_path) as w:
+        w.add_histogram("h", x, 1)
+        w.add_scalar("s", s, 1)
+        x.add_(5.0)
+        s.add_(7.0)
+    acc = accumulate(tmp_path)
+    assert acc.Histograms("h")[0].histogram_value.max == 0.0
+    assert acc.Scalars("s")[0].value == 0.0
