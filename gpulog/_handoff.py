@@ -9,10 +9,11 @@ tuple and one ``append``.
 
 What wakes the writer: it sleeps on a ``threading.Event`` with a short timeout (``poll_s``, 0.2 s)
 and drains everything queued when it wakes, so at low rates an item reaches the file within about
-``poll_s``.  Producers only set the event when the writer must hurry: a ``flush()``/``close()``
-barrier, or a backlog past ``wake_items`` items / ``wake_bytes`` payload bytes.  Not waking the writer
-on every item keeps the training thread free of wake-ups and lets the writer encode in large
-batches, taking the GIL ~5 times per second instead of once per call.
+``poll_s``.  Small items (scalars, text) do not wake it: the training thread pays no wake-up per
+call and the writer encodes them in large batches, taking the GIL ~5 times per second instead of
+once per call.  Producers set the event for a ``flush()``/``close()`` barrier, for every payload
+item (a reduction or image to finish, worth overlapping with the caller), and when the backlog
+passes ``wake_items`` items.
 
 Memory is bounded: when more than ``max_items`` items or ``max_bytes`` payload bytes are pending,
 the producer waits (never drops) until the writer has caught up.  Payload bytes are counted under a
@@ -39,7 +40,6 @@ class Handoff:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.wake_items = max(1, max_items // 4)
-        self.wake_bytes = max(1, max_bytes // 4)
         self._bytes = 0
         self._bytes_lock = threading.Lock()
         self._space = threading.Condition(threading.Lock())
@@ -56,8 +56,11 @@ class Handoff:
         """Queue an item that holds ``nbytes`` of array data; the writer releases them later."""
         with self._bytes_lock:
             self._bytes += nbytes
-            over = self._bytes >= self.wake_bytes
+            over = self._bytes >= self.max_bytes
         self.items.append(item)
+        # Payload work (a reduction to finish, an image to encode) is worth starting at once: the
+        # writer overlaps it with the caller and returns the snapshot buffers sooner.
+        self.wake.set()
         if over or len(self.items) >= self.wake_items:
             self._backpressure()
 

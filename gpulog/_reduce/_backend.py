@@ -57,15 +57,27 @@ def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
     """Start ``reduce(x)`` where ``x`` lives and package the result for the writer.
 
     CUDA: the kernels are queued on the current stream now and their small outputs copied
-    asynchronously (no sync).  CPU: ``x`` is copied (the value at call time) and reduced later
-    on the writer thread.
+    asynchronously (no sync).  CPU: ``x`` (a tensor or a tuple of tensors/None) is copied into
+    pooled buffers (the value at call time) and reduced later on the writer thread; pass
+    ``snapshot=False`` only when ``x`` is already a private copy.
     """
     if _on_cuda(x):
         return Prepared(encode, tuple(args), 0, _transfer.DeviceStaged(reduce(x)))
-    if snapshot and isinstance(x, torch.Tensor):
-        x = x.clone()
+    pooled: Tuple[torch.Tensor, ...] = ()
+    if snapshot:
+        x = _snapshot(x)
+        pooled = tuple(t for t in (x if isinstance(x, tuple) else (x,)) if isinstance(t, torch.Tensor))
     size = nbytes if nbytes is not None else _nbytes(x)
-    return Prepared(encode, tuple(args), size, _transfer.Deferred(reduce, x))
+    return Prepared(encode, tuple(args), size, _transfer.Deferred(reduce, x, pooled))
+
+
+def _snapshot(x: Any) -> Any:
+    """Private copies (the values at call time) in reusable buffers; tuples element-wise."""
+    if isinstance(x, tuple):
+        return tuple(_snapshot(t) for t in x)
+    if isinstance(x, torch.Tensor):
+        return _transfer.POOL.snapshot(x)
+    return x
 
 
 def _nbytes(x: Any) -> int:

@@ -9,7 +9,8 @@ sign, exponent and top 6 mantissa bits pick one of 32768 cells; each cell spans 
 2**(1/64) ≈ 1.011 < 1.1, so it holds at most one edge, and one comparison with that edge (rounded
 up to float32, which is exact for float32 inputs) gives the bin.  Lower-precision floats are widened
 to float32 (exact); float64 and integer inputs use ``torch.bucketize`` on the float64 edges.
-This file is the reference and the CPU/fallback path; ``gpulog.kernels.histogram`` mirrors it.
+This file is the reference, the CPU path (on the writer thread, in cache-sized chunks with reused
+buffers) and the CUDA fallback; ``gpulog.kernels.histogram`` mirrors it.
 """
 from __future__ import annotations
 
@@ -86,85 +87,76 @@ def cell_table(device: str = "cpu") -> CellTable:
     return CellTable(torch.from_numpy(base).to(device), torch.from_numpy(threshold).to(device))
 
 
+CHUNK = 1 << 18  # CPU elements per step: temporaries stay in cache and are reused (no page faults)
+
+
 def tf_bins_torch(x: torch.Tensor) -> torch.Tensor:
     """Shifted bin index (0 = below, 1..1548 = bins, 1549 = above/NaN) of float32 values."""
     table = cell_table(str(x.device))
-    cell = (x.view(torch.int32) >> CELL_SHIFT) & (N_CELLS - 1)
-    cell = cell.long()
+    cell = ((x.view(torch.int32) >> CELL_SHIFT) & (N_CELLS - 1)).long()
     return table.base[cell] + (x >= table.threshold[cell])
 
 
-def counts_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> torch.Tensor:
-    """int64 counts of the len(edges)-1 bins for a flat tensor (any device)."""
-    n_edges = len(edges)
-    if tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        idx = tf_bins_torch(x.float())
-    else:
-        x64 = x.double()
-        e = torch.from_numpy(np.asarray(edges, dtype=np.float64)).to(x.device)
-        idx = torch.bucketize(x64, e, right=True)
-        idx = torch.where(x64 == e[-1], torch.full_like(idx, n_edges - 1), idx)
-        idx = torch.where(torch.isnan(x64), torch.full_like(idx, n_edges), idx)
-    full = torch.bincount(idx.reshape(-1), minlength=n_edges + 1)
-    return full[1:n_edges]
+def _tf_reduce_chunked(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shifted counts [n_edges + 1], sum and sum of squares, chunk by chunk into reused buffers.
+
+    Every op releases the GIL and runs on torch's intra-op threads, so on the writer thread this
+    costs the training thread almost nothing (one chunk = the whole tensor on CUDA).
+    """
+    table = cell_table(str(x.device))
+    n = x.numel()
+    size = n if x.is_cuda else min(CHUNK, n)
+    dev = x.device
+    counts = torch.zeros(n_edges + 1, dtype=torch.int64, device=dev)
+    cell = torch.empty(size, dtype=torch.int32, device=dev)
+    idx = torch.empty(size, dtype=torch.int32, device=dev)
+    thr = torch.empty(size, dtype=torch.float32, device=dev)
+    ge = torch.empty(size, dtype=torch.bool, device=dev)
+    x64 = torch.empty(size, dtype=torch.float64, device=dev)
+    s = torch.zeros((), dtype=torch.float64, device=dev)
+    ss = torch.zeros((), dtype=torch.float64, device=dev)
+    for i in range(0, n, size):
+        xc = x[i:i + size]
+        m = xc.numel()
+        if xc.dtype != torch.float32:
+            xc = xc.float()
+        c = torch.bitwise_right_shift(xc.view(torch.int32), CELL_SHIFT, out=cell[:m])
+        c.bitwise_and_(N_CELLS - 1)
+        b = torch.index_select(table.base, 0, c, out=idx[:m])
+        b.add_(torch.ge(xc, torch.index_select(table.threshold, 0, c, out=thr[:m]), out=ge[:m]))
+        counts += torch.bincount(b, minlength=n_edges + 1)
+        d = x64[:m]
+        d.copy_(xc)
+        s += d.sum()
+        ss += torch.dot(d, d)
+    return counts, s, ss
 
 
-def stats_torch(x: torch.Tensor) -> torch.Tensor:
-    """float64 [min, max, num, sum, sum_squares]; NaN propagates into min/max as numpy's does."""
-    x64 = x.double()
-    if torch.isnan(x64).any():
-        mn = mx = torch.tensor(float("nan"), dtype=torch.float64, device=x.device)
-    else:
-        mn, mx = torch.aminmax(x64)
-    return torch.stack([mn, mx, torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device),
-                        x64.sum(), torch.dot(x64, x64)])
+def _minmax(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float64 min and max; both NaN when any value is NaN, as numpy's are."""
+    mn, mx = torch.aminmax(x)
+    mn, mx = mn.double(), mx.double()
+    nan = torch.isnan(mn) | torch.isnan(mx)
+    nan_value = torch.full_like(mn, float("nan"))
+    return torch.where(nan, nan_value, mn), torch.where(nan, nan_value, mx)
 
 
 def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(counts int64 [len(edges)-1], stats float64 [5]) for a flat tensor; the reference path."""
-    return counts_torch(x, edges, tensorflow), stats_torch(x)
-
-
-CHUNK = 1 << 18  # elements per step of the CPU path: keeps its temporaries in cache
-
-
-def reduce_numpy(x: np.ndarray, edges: np.ndarray, tensorflow: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """CPU path, same contract as :func:`reduce_torch`: the cell table over cache-sized chunks
-    (no float64 copy of float32 data); other dtypes and bins go through ``np.histogram``."""
-    x = x.reshape(-1)
-    if not (tensorflow and x.dtype in (np.float32, np.float16)):
-        x64 = x.astype(np.float64, copy=False)
-        counts = np.histogram(x64, bins=edges)[0].astype(np.int64)
-        return counts, _stats_np(x64, float(x64.sum()), float(x64.dot(x64)))
-    table = cell_table()
-    base, thr = table.base.numpy().astype(np.int64), table.threshold.numpy()
+    """(counts int64 [len(edges)-1], stats float64 [min, max, num, sum, sum_squares]) of a flat
+    tensor on any device: the reference, the CPU path and the CUDA fallback."""
     n_edges = len(edges)
-    counts = np.zeros(n_edges + 1, dtype=np.int64)
-    cell = np.empty(CHUNK, np.int32)
-    idx = np.empty(CHUNK, np.int64)
-    t = np.empty(CHUNK, np.float32)
-    ge = np.empty(CHUNK, bool)
-    d = np.empty(CHUNK, np.float64)
-    s = ss = 0.0
-    for i in range(0, x.size, CHUNK):
-        xc = x[i:i + CHUNK]
-        n = xc.size
-        if xc.dtype != np.float32:
-            xc = xc.astype(np.float32)
-        c = np.right_shift(xc.view(np.int32), CELL_SHIFT, out=cell[:n])
-        np.bitwise_and(c, N_CELLS - 1, out=c)
-        b = np.take(base, c, out=idx[:n])
-        b += np.greater_equal(xc, np.take(thr, c, out=t[:n]), out=ge[:n])
-        counts += np.bincount(b, minlength=n_edges + 1)
-        dd = d[:n]
-        dd[:] = xc
-        s += float(dd.sum())
-        ss += float(dd.dot(dd))
-    return counts[1:n_edges], _stats_np(x, s, ss)
-
-
-def _stats_np(x: np.ndarray, s: float, ss: float) -> np.ndarray:
-    return np.array([x.min(), x.max(), x.size, s, ss], dtype=np.float64)
+    mn, mx = _minmax(x)
+    num = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
+    if tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        counts, s, ss = _tf_reduce_chunked(x, n_edges)
+        return counts[1:n_edges], torch.stack([mn, mx, num, s, ss])
+    x64 = x.double()
+    e = torch.from_numpy(np.asarray(edges, dtype=np.float64)).to(x.device)
+    idx = torch.bucketize(x64, e, right=True)
+    idx = torch.where(x64 == e[-1], torch.full_like(idx, n_edges - 1), idx)
+    idx = torch.where(torch.isnan(x64), torch.full_like(idx, n_edges), idx)
+    counts = torch.bincount(idx, minlength=n_edges + 1)[1:n_edges]
+    return counts, torch.stack([mn, mx, num, x64.sum(), torch.dot(x64, x64)])
 
 
 def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
@@ -202,16 +194,9 @@ def _as_tensor(values: Any) -> torch.Tensor:
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 
-def _host_snapshot(x: torch.Tensor) -> np.ndarray:
-    """A private host copy: the value at call time, whatever the caller does next."""
-    if x.dtype == torch.bfloat16:
-        return x.float().numpy()  # widening is exact and already a copy
-    return x.cpu().numpy().copy() if not x.is_cuda else x.cpu().numpy()
-
-
-def _any_finite(host: np.ndarray) -> bool:
+def _any_finite(x: torch.Tensor) -> bool:
     """Early exit: real data almost always has a finite value in its first chunk."""
-    return bool(np.isfinite(host[:CHUNK]).any()) or bool(np.isfinite(host).any())
+    return bool(torch.isfinite(x[:CHUNK]).any()) or bool(torch.isfinite(x).any())
 
 
 def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepared:
@@ -229,9 +214,10 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
             from ..kernels import histogram as kernel
             reducer = kernel.reduce  # same contract as reduce_torch
         return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
-    host = _host_snapshot(x)
-    if host.dtype.kind == "f" and not _any_finite(host):
+    if x.is_cuda:  # other bins on CUDA: building their edges already needed the data on the host
+        x = x.cpu()
+    if x.is_floating_point() and not _any_finite(x):
         raise ValueError("add_histogram: every value is NaN or infinite; nothing to draw. "
                          "Log finite values (NaN/inf are not counted in any bucket).")
-    return finish(enc.histogram, args, host,
-                  functools.partial(reduce_numpy, edges=edges, tensorflow=tensorflow), snapshot=False)
+    # finish() clones x (the value at call time); the reduction then runs on the writer thread.
+    return finish(enc.histogram, args, x, functools.partial(reduce_torch, edges=edges, tensorflow=tensorflow))

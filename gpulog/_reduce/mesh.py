@@ -53,6 +53,4 @@ def prepare(tag: str, vertices: Any, colors: Any, faces: Any,
         fn = kernel.pack
     if tensors[0].is_cuda:
         return finish(enc.mesh, (tag, layout, json_config), tensors, fn, snapshot=False)
-    # On CPU, packing (cat always allocates) is itself the private snapshot.
-    return finish(enc.mesh, (tag, layout, json_config), pack_torch(tensors)[0], lambda t: (t,),
-                  snapshot=False)
+    return finish(enc.mesh, (tag, layout, json_config), tuple(tensors), lambda ts: pack_torch(list(ts)))

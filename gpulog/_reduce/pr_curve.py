@@ -3,12 +3,12 @@
 Data contract: bucket ``k = int32(floor(prediction * (n - 1)))`` computed in the predictions'
 dtype (bfloat16 is first narrowed to float16, as torch's writer does); buckets outside [0, n-1]
 (predictions < 0 or > 1, NaN) are dropped; ``tp[k] = Σ label·w``, ``fp[k] = Σ (1 - label)·w``
-in float64.  Only these 2·n values cross to the host; the cumulative sums happen there.
+in float64.  Only these 2·n values cross to the host; the cumulative sums happen there.  On CPU the buckets
+are counted on the writer thread from a snapshot taken at the call.
 With integer labels and weights the sums are exact; fractional ones agree to float64 rounding.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -21,31 +21,32 @@ from ._backend import Prepared, finish, use_triton
 
 
 def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
-                  n: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Reference and fallback: (tp, fp) float64 [n] on the input's device."""
+                  n: int, binary: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(tp, fp) float64 [n] on the input's device: the reference, CPU path and CUDA fallback."""
     idx = torch.floor(pred * (n - 1))
     keep = (idx >= 0) & (idx <= n - 1)
-    k = torch.where(keep, idx, torch.zeros_like(idx)).long()
+    k = torch.where(keep, idx, torch.full_like(idx, n)).long()  # dropped → spare bucket n
+    if binary is None:
+        binary = weights is None and not pred.is_cuda and _binary(labels)
+    if binary:
+        # 0/1 labels, no weights: one integer bincount over code = 2·bucket + label.
+        counts = torch.bincount(k * 2 + labels.long(), minlength=2 * n + 2)[:2 * n]
+        counts = counts.reshape(n, 2).double()
+        return counts[:, 1].contiguous(), counts[:, 0].contiguous()
     lab = labels.double()
     w = torch.ones_like(lab) if weights is None else weights.double().expand_as(lab)
-    w = torch.where(keep, w, torch.zeros_like(w))
-    tp = torch.zeros(n, dtype=torch.float64, device=pred.device).index_add_(0, k, lab * w)
-    fp = torch.zeros(n, dtype=torch.float64, device=pred.device).index_add_(0, k, (1.0 - lab) * w)
-    return tp, fp
+    tp = torch.zeros(n + 1, dtype=torch.float64, device=pred.device).index_add_(0, k, lab * w)
+    fp = torch.zeros(n + 1, dtype=torch.float64, device=pred.device).index_add_(0, k, (1.0 - lab) * w)
+    return tp[:n], fp[:n]
 
 
-def buckets_numpy(arrays: Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]], n: int
-                  ) -> Tuple[np.ndarray, np.ndarray]:
-    """CPU path with the same contract, on the writer thread."""
-    pred, labels, weights = arrays
-    idx = np.floor(pred * (n - 1))
-    keep = (idx >= 0) & (idx <= n - 1)
-    k = idx[keep].astype(np.intp)
-    lab = labels[keep].astype(np.float64)
-    w = 1.0 if weights is None else weights[keep]
-    tp = np.bincount(k, weights=lab * w, minlength=n)
-    fp = np.bincount(k, weights=(1.0 - lab) * w, minlength=n)
-    return tp, fp
+def _binary(labels: torch.Tensor) -> bool:
+    if labels.is_floating_point() or labels.is_complex():
+        return False
+    if labels.dtype == torch.bool:
+        return True
+    mn, mx = torch.aminmax(labels)
+    return bool(mn >= 0) and bool(mx <= 1)
 
 
 def _tensor(x: Any, name: str) -> torch.Tensor:
@@ -87,6 +88,22 @@ def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weight
             fn = kernel.buckets
         return finish(enc.pr_curve, args, (pred.reshape(-1), lab.reshape(-1), w if w is None else w.reshape(-1)),
                       lambda t: fn(t[0], t[1], t[2], n), snapshot=False)
-    host = (pred.reshape(-1).numpy().copy(), lab.reshape(-1).numpy().copy(),
-            None if w is None else w.reshape(-1).double().numpy().copy())
-    return finish(enc.pr_curve, args, host, functools.partial(buckets_numpy, n=n), snapshot=False)
+    host = (pred.reshape(-1), lab.reshape(-1), None if w is None else w.reshape(-1))
+    return finish(enc.pr_curve, args, host, lambda t: buckets_chunked(t[0], t[1], t[2], n))
+
+
+CHUNK = 1 << 18
+
+
+def buckets_chunked(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
+                    n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CPU path: :func:`buckets_torch` over cache-sized chunks (small, reused temporaries)."""
+    binary = weights is None and _binary(labels)
+    tp = torch.zeros(n, dtype=torch.float64)
+    fp = torch.zeros(n, dtype=torch.float64)
+    for i in range(0, pred.numel(), CHUNK):
+        w = None if weights is None else weights[i:i + CHUNK]
+        a, b = buckets_torch(pred[i:i + CHUNK], labels[i:i + CHUNK], w, n, binary)
+        tp += a
+        fp += b
+    return tp, fp

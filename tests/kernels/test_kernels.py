@@ -47,7 +47,8 @@ def test_histogram_three_way(dtype, data):
     oracle = np.histogram(x.float().double().numpy(), bins=edges)[0]
     ref_c, ref_s = r_hist.reduce_torch(x.to(DEV), edges, True)
     ker_c, ker_s = k_hist.reduce(x.to(DEV), edges)
-    np_c, np_s = r_hist.reduce_numpy(x.float().numpy() if dtype == torch.bfloat16 else x.numpy(), edges, True)
+    np_c, np_s = r_hist.reduce_torch(x, edges, True)  # CPU path (chunked)
+    np_c, np_s = np_c.numpy(), np_s.numpy()
     assert np.array_equal(ref_c.cpu().numpy(), oracle)
     assert np.array_equal(ker_c.cpu().numpy(), oracle)
     assert np.array_equal(np_c, oracle)
@@ -78,7 +79,8 @@ def test_pr_buckets_three_way(dtype, weighted):
     o_tp, o_fp = _pr_oracle(labels.numpy(), preds.numpy(), n, None if weights is None else weights.numpy())
     r = r_pr.buckets_torch(preds.to(DEV), labels.to(DEV), None if weights is None else weights.to(DEV), n)
     k = k_pr.buckets(preds.to(DEV), labels.to(DEV), None if weights is None else weights.to(DEV), n)
-    h = r_pr.buckets_numpy((preds.numpy(), labels.numpy(), None if weights is None else weights.numpy()), n)
+    h = r_pr.buckets_torch(preds, labels, weights, n)  # CPU path (0/1 fast path when unweighted)
+    h = (h[0].numpy(), h[1].numpy())
     for tp, fp in (r, k):
         assert np.array_equal(tp.cpu().numpy(), o_tp) and np.array_equal(fp.cpu().numpy(), o_fp)
     assert np.array_equal(h[0], o_tp) and np.array_equal(h[1], o_fp)
