@@ -33,7 +33,7 @@ from ._handoff import Handoff
 from ._proto.messages import event_with_summary, summary
 from ._record import frame
 
-OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL = range(6)
+OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL, OP_MULTI = range(7)
 
 
 class Sink:
@@ -142,6 +142,11 @@ class Engine:
                 elif op == OP_EVENT:
                     _, sink, data = item
                     sink.pending.append(frame(data))
+                elif op == OP_MULTI:  # several events, possibly to several files
+                    _, sink, fn, args, staged = item
+                    for target, data in fn(*args, *staged.result()):
+                        target.pending.append(frame(data))
+                        dirty[id(target)] = target
                 elif op == OP_CALL:
                     _, sink, fn, args, nbytes = item
                     released += nbytes

@@ -140,6 +140,11 @@ class FileWriter:
         else:
             self._handoff.put(item)
 
+    def submit_multi(self, fn: Callable[..., Any], args: Sequence[Any], staged: Any) -> None:
+        """Queue ``fn(*args, *staged.result())`` → ``[(sink, event bytes), ...]`` (rank-0 aggregation)."""
+        sink = self._live_sink()
+        self._handoff.put_urgent((_worker.OP_MULTI, sink, fn, tuple(args), staged))
+
     def submit_call(self, fn: Callable[..., Any], args: Sequence[Any], nbytes: int = 0) -> None:
         """Run ``fn(*args)`` on the writer thread, in order with the events (embedding files)."""
         sink = self._live_sink()

@@ -55,7 +55,9 @@ def _tensor(x: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(np.array(_convert.to_numpy(x, name)))
 
 
-def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weights: Any) -> Prepared:
+def validate(labels: Any, predictions: Any, weights: Any
+             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Checked (predictions, labels, weights) tensors; bfloat16 predictions narrowed to fp16."""
     pred, lab = _tensor(predictions, "predictions"), _tensor(labels, "labels")
     if pred.numel() == 0:
         raise ValueError("add_pr_curve: predictions is empty")
@@ -79,6 +81,11 @@ def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weight
         raise ValueError(f"add_pr_curve: labels on {lab.device} but predictions on {pred.device}")
     if pred.dtype == torch.bfloat16:
         pred = pred.half()  # torch's writer narrows bf16 to fp16; the buckets follow it
+    return pred, lab, w
+
+
+def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weights: Any) -> Prepared:
+    pred, lab, w = validate(labels, predictions, weights)
     n = min(int(num_thresholds), MAX_THRESHOLDS)
     args = (tag, num_thresholds)
     if pred.is_cuda:

@@ -1,0 +1,63 @@
+"""Rank processes for tests/test_distributed.py (a plain module so spawned children import it)."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+
+import torch
+
+
+def data(rank: int, step: int, n: int = 500) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1000 * rank + step)
+    return torch.randn(n + 37 * rank, generator=g)
+
+
+def pr_inputs(rank: int, step: int):
+    g = torch.Generator().manual_seed(7000 + 10 * rank + step)
+    n = 300 + 11 * rank
+    return torch.randint(0, 2, (n,), generator=g), torch.rand(n, generator=g)
+
+
+def scalar(rank: int, step: int) -> float:
+    return 0.5 * rank + step + 0.25
+
+
+def log_all(w, rank: int, steps: int = 3, distributed: bool = True) -> None:
+    for step in range(steps):
+        kw = {} if not distributed else {"reduce": "mean"}
+        w.add_scalar("loss", scalar(rank, step), step, **kw)
+        if distributed:
+            w.add_scalar("sum", scalar(rank, step), step, reduce="sum")
+            w.add_scalar("min", torch.tensor(scalar(rank, step)), step, reduce="min")
+            w.add_scalar("max", scalar(rank, step), step, reduce="max")
+            w.add_scalar("rank0", scalar(rank, step), step, reduce=None)
+            w.add_scalars("grp", {"a": scalar(rank, step), "b": -scalar(rank, step)}, step)
+        w.add_histogram("h", data(rank, step), step)
+        w.add_histogram("h_int_bins", data(rank, step), step, bins=7)
+        labels, preds = pr_inputs(rank, step)
+        w.add_pr_curve("pr", labels, preds, step)
+        w.add_text("note", f"written by rank {rank}", step)
+
+
+def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) -> None:
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    import torch.distributed as dist
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    import gpulog
+    result = {"rank": rank}
+    try:
+        w = gpulog.SummaryWriter(logdir, distributed=True)
+        if scenario == "basic":
+            log_all(w, rank)
+        elif scenario == "mismatch":
+            w.add_scalar("loss", 1.0, 0)
+            w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)
+            w.add_scalar("loss", 1.0, 1)  # the step change is a sync point
+        w.close()
+        result["collectives"] = w._dist.collectives
+    except Exception as err:  # reported to the test through the result file
+        result["error"] = f"{type(err).__name__}: {err}"
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+    dist.destroy_process_group()

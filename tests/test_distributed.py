@@ -1,0 +1,86 @@
+"""Rank-0 aggregation on torch.distributed: gloo on CPU, 2 and 4 spawned processes."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import dist_worker
+import gpulog
+from tbcompare import accumulate
+
+pytestmark = pytest.mark.distributed
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(tmp_path, world: int, scenario: str):
+    logdir, out = tmp_path / "logs", tmp_path / "out"
+    out.mkdir()
+    mp.spawn(dist_worker.run, args=(world, _port(), str(logdir), scenario, str(out)), nprocs=world, join=True)
+    return logdir, [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def reference(tmp_path, world: int):
+    """One process, the concatenated data of every rank."""
+    d = tmp_path / "ref"
+    with gpulog.SummaryWriter(d) as w:
+        for step in range(3):
+            w.add_histogram("h", torch.cat([dist_worker.data(r, step) for r in range(world)]), step)
+            labels = torch.cat([dist_worker.pr_inputs(r, step)[0] for r in range(world)])
+            preds = torch.cat([dist_worker.pr_inputs(r, step)[1] for r in range(world)])
+            w.add_pr_curve("pr", labels, preds, step)
+    return accumulate(d)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_rank0_aggregates_like_one_process(tmp_path, world):
+    logdir, results = spawn(tmp_path, world, "basic")
+    assert all("error" not in r for r in results), results
+    # only rank 0 wrote: one event file in the main run, one per add_scalars key
+    files = [os.path.join(d, f) for d, _, fs in os.walk(logdir) for f in fs]
+    assert sorted(os.path.relpath(os.path.dirname(f), logdir) for f in files) == [".", "grp_a", "grp_b"]
+    acc, ref = accumulate(logdir), reference(tmp_path, world)
+    for step in range(3):
+        vals = [dist_worker.scalar(r, step) for r in range(world)]
+        got = {t: acc.Scalars(t)[step].value for t in ("loss", "sum", "min", "max", "rank0")}
+        assert got == pytest.approx({"loss": np.mean(vals), "sum": sum(vals), "min": min(vals),
+                                     "max": max(vals), "rank0": vals[0]}, rel=1e-6)
+        h, hr = acc.Histograms("h")[step].histogram_value, ref.Histograms("h")[step].histogram_value
+        assert list(h.bucket) == list(hr.bucket) and list(h.bucket_limit) == list(hr.bucket_limit)
+        assert (h.min, h.max, h.num) == (hr.min, hr.max, hr.num)
+        assert h.sum == pytest.approx(hr.sum, rel=1e-12) and h.sum_squares == pytest.approx(hr.sum_squares, rel=1e-12)
+        from tensorboard.util.tensor_util import make_ndarray
+        np.testing.assert_array_equal(make_ndarray(acc.Tensors("pr")[step].tensor_proto),
+                                      make_ndarray(ref.Tensors("pr")[step].tensor_proto))
+        hb = acc.Histograms("h_int_bins")[step].histogram_value
+        all_data = torch.cat([dist_worker.data(r, step) for r in range(world)]).double().numpy()
+        counts, edges = np.histogram(all_data, bins=7)
+        assert list(hb.bucket_limit)[-1] == pytest.approx(edges[-1]) and sum(hb.bucket) == counts.sum()
+    assert accumulate(os.path.join(logdir, "grp_b")).Scalars("grp")[0].value == pytest.approx(
+        -np.mean([dist_worker.scalar(r, 0) for r in range(world)]))
+    texts = acc.Tensors("note/text_summary")
+    assert [t.tensor_proto.string_val[0] for t in texts] == [b"written by rank 0"] * 3
+    # few collectives: per step one signature check + SUM + MAX, plus one per int-bins histogram
+    assert results[0]["collectives"] <= 3 * 3 + 3 + 1
+
+
+def test_divergent_ranks_raise_naming_the_mismatch(tmp_path):
+    logdir, results = spawn(tmp_path, 2, "mismatch")
+    for r in results:
+        assert "ValueError" in r.get("error", ""), results
+        assert "'loss2'" in r["error"] and "'acc'" in r["error"] and "rank 1" in r["error"]
+
+
+def test_distributed_needs_an_initialised_group(tmp_path):
+    with pytest.raises(ValueError, match="init_process_group"):
+        gpulog.SummaryWriter(tmp_path, distributed=True)
