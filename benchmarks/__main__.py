@@ -149,6 +149,14 @@ class Bench:
             self.emit("loop.scalar+hist_every20.overhead", name, (t / base - 1) * 100, "%")
             w.close()
 
+    def distributed(self) -> None:
+        """gloo processes on CPU: collectives per step and overhead over no logging (gpulog only)."""
+        from benchmarks.bench_distributed import run
+        for row in run(world=2, steps=60 if self.quick else 200):
+            fig = row["figure"]
+            self.emit(fig + ".overhead", "-", row["overhead_pct"], "%")
+            self.emit(fig + ".collectives_per_step", "-", row["collectives_per_step"], "count")
+
     def table(self) -> str:
         by: Dict[str, Dict[str, float]] = {}
         units: Dict[str, str] = {}
@@ -175,12 +183,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
-    ap.add_argument("--only", choices=["scalars", "tensors", "loop"], action="append")
+    ap.add_argument("--only", choices=["scalars", "tensors", "loop", "distributed"], action="append")
     ap.add_argument("--out", default="benchmarks/out/results.json")
     args = ap.parse_args(argv)
     b = Bench(args.device, args.quick)
     try:
-        for part in args.only or ["scalars", "tensors", "loop"]:
+        for part in args.only or ["scalars", "tensors", "loop", "distributed"]:
             getattr(b, part)()
     finally:
         shutil.rmtree(b.tmp, ignore_errors=True)

@@ -5,12 +5,14 @@ Every rank makes the same sequence of ``add_*`` calls; rank 0 alone writes files
 * Scalars (``reduce`` = ``"mean"`` | ``"sum"`` | ``"min"`` | ``"max"`` | ``None`` for rank 0's
   value), histograms (counts of all ranks' values, exact) and PR curves (bucket counts summed) are
   queued, not communicated one by one.
-* At a sync point — a change of step, ``flush()``, ``close()`` or 1024 pending items — the queue
-  becomes **at most three collectives**: a fixed-size signature check on a CPU (gloo) group, then one
-  packed SUM and one packed MAX ``all_reduce`` (min is the max of the negation), issued with
-  ``async_op=True`` on the default group (NCCL for CUDA tensors) and awaited on rank 0's writer
-  thread, so the training loop never waits on them and never syncs the device.
-* Ranks that diverge (other tags, order or count) fail the signature check: every rank raises a
+* At a sync point — a change of step once ``distributed_sync_secs`` (default 1 s; 0 = every step
+  change) have passed since the last one, ``flush()``, ``close()``, or 1024 pending items — the queue
+  becomes **at most three collectives, all asynchronous**: a 32-byte signature header on a CPU
+  (gloo) group, then — at the next sync point, once that header is known to agree — one packed SUM
+  and one packed MAX ``all_reduce`` (min is the max of the negation) on the default group (NCCL
+  for CUDA tensors), awaited on rank 0's writer thread.  The training loop never waits on a
+  collective and never syncs the device; ranks may run one sync point apart.
+* Ranks that diverge (other tags, order or count) fail the header check: every rank raises a
   ``ValueError`` naming the first mismatch, before any data collective could hang or mix values.
   A rank that dies leaves the others in a collective until the process group's ``timeout``
   (``init_process_group(timeout=...)``) fires; gpulog then raises :class:`DistributedError`.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -78,7 +81,7 @@ class _NullFileWriter:
 
 
 class RankContext:
-    def __init__(self) -> None:
+    def __init__(self, sync_secs: float = 1.0) -> None:
         import torch.distributed as dist
         if not (dist.is_available() and dist.is_initialized()):
             raise ValueError("distributed=True needs torch.distributed initialised first: call "
@@ -92,19 +95,25 @@ class RankContext:
         # The signature check runs on CPU so it never syncs a CUDA device.
         self.cpu_group = None if backend == "gloo" else dist.new_group(backend="gloo")
         self.pending: List[_Entry] = []
+        self.prev: Optional[Tuple[Any, ...]] = None  # the last sync point, header in flight
         self.inflight: List[Any] = []
         self.collectives = 0  # issued by this rank (benchmarks report it)
+        if not isinstance(sync_secs, (int, float)) or sync_secs < 0:
+            raise ValueError(f"distributed_sync_secs must be a number >= 0, got {sync_secs!r}")
+        self.sync_secs = float(sync_secs)
+        self.last_sync = time.monotonic()
 
     @classmethod
-    def from_process_group(cls) -> "RankContext":
-        return cls()
+    def from_process_group(cls, sync_secs: float = 1.0) -> "RankContext":
+        return cls(sync_secs)
 
     def null_writer(self, log_dir: Any) -> _NullFileWriter:
         return _NullFileWriter(log_dir)
 
     # -- queueing ----------------------------------------------------------------------------
     def _queue(self, writer: Any, entry: _Entry) -> None:
-        if self.pending and self.pending[-1].step != entry.step:
+        if self.pending and self.pending[-1].step != entry.step and \
+                time.monotonic() - self.last_sync >= self.sync_secs:
             self.sync(writer)
         if self.is_writer:
             fw = entry.target if entry.target is not None else writer._get_file_writer()
@@ -205,27 +214,26 @@ class RankContext:
                 "rank may have died or stopped logging; the process group's timeout applies "
                 "(torch.distributed.init_process_group(timeout=...)).") from err
 
-    def _check_signatures(self, sigs: List[Tuple[Any, ...]]) -> None:
+    def _header(self, sigs: List[Tuple[Any, ...]]) -> Tuple[Any, torch.Tensor]:
+        """Async MAX all_reduce of [h, -h, n, -n]: equal signatures on all ranks iff max == -min."""
         digest = hashlib.sha1(repr(sigs).encode()).digest()
         h = int.from_bytes(digest[:7], "little")
         t = torch.tensor([h, -h, len(sigs), -len(sigs)], dtype=torch.int64)
-        self._collective(self.dist.all_reduce, t, op=self.dist.ReduceOp.MAX, group=self.cpu_group)
-        if int(t[0]) == -int(t[1]) and int(t[2]) == -int(t[3]):
-            return
-        gathered: List[Any] = [None] * self.world
-        self._collective(self.dist.all_gather_object, gathered, sigs, group=self.cpu_group)
-        self.pending = []
-        raise ValueError(_describe_mismatch(gathered))
+        work = self._collective(self.dist.all_reduce, t, op=self.dist.ReduceOp.MAX,
+                                group=self.cpu_group, async_op=True)
+        return work, t
 
-    def sync(self, writer: Any) -> None:
-        """Reduce everything pending across ranks (a no-op when nothing is pending)."""
-        entries, self.pending = self.pending, []
-        for work in self.inflight:  # non-zero ranks: previous collectives are long done
-            work.wait()
-        self.inflight = []
-        if not entries:
+    def _settle(self, writer: Any) -> None:
+        """Check the previous sync point's header, then launch its data collectives (async)."""
+        if self.prev is None:
             return
-        self._check_signatures([e.signature() for e in entries])
+        entries, work, t, sigs = self.prev
+        self.prev = None
+        self._wait(work)  # issued a step ago: normally complete already
+        if not (int(t[0]) == -int(t[1]) and int(t[2]) == -int(t[3])):
+            gathered: List[Any] = [None] * self.world
+            self._collective(self.dist.all_gather_object, gathered, sigs, group=self.cpu_group)
+            raise ValueError(_describe_mismatch(gathered))
         sums = [e.sum_part for e in entries if e.sum_part is not None]
         maxes = [e.max_part for e in entries if e.max_part is not None]
         sum_buf = torch.cat(sums) if sums else None
@@ -235,23 +243,53 @@ class RankContext:
             if buf is not None:
                 works.append(self._collective(self.dist.all_reduce, buf, op=op, async_op=True))
         if not self.is_writer:
-            self.inflight = works
+            self.inflight.extend(works)
             return
-        fw = writer._get_file_writer()
-        staged = _Reduced(works, sum_buf, max_buf, [e.meta[2] if e.kind == "scalar" else None for e in entries])
-        fw.submit_multi(_deliver, (entries, self.world), staged)
+        staged = _Reduced(works, sum_buf, max_buf, [e.meta[2] if e.kind == "scalar" else None for e in entries],
+                          self._wait)
+        writer._get_file_writer().submit_multi(_deliver, (entries, self.world), staged)
+
+    def _wait(self, work: Any) -> None:
+        try:
+            work.wait()
+        except RuntimeError as err:
+            raise DistributedError(
+                f"rank {self.rank}: a collective of gpulog's aggregation failed ({err}). Another "
+                "rank may have died or stopped logging; the process group's timeout applies "
+                "(torch.distributed.init_process_group(timeout=...)).") from err
+
+    def sync(self, writer: Any, final: bool = False) -> None:
+        """A sync point: settle the previous one, start this one; ``final`` settles both (flush/close).
+
+        Pipelining by one sync point keeps every collective asynchronous: the header issued here
+        is checked at the next sync point, and only then are the data collectives launched.
+        """
+        entries, self.pending = self.pending, []
+        self.last_sync = time.monotonic()
+        done = [w for w in self.inflight if w.is_completed()]
+        self.inflight = [w for w in self.inflight if w not in done]
+        self._settle(writer)
+        if entries:
+            sigs = [e.signature() for e in entries]
+            work, t = self._header(sigs)
+            self.prev = (entries, work, t, sigs)
+        if final:
+            self._settle(writer)
+            for w in self.inflight:
+                self._wait(w)
+            self.inflight = []
 
 
 class _Reduced:
     """Waits (on the writer thread) for the packed collectives, then hands host arrays over."""
 
     def __init__(self, works: List[Any], sum_buf: Optional[torch.Tensor], max_buf: Optional[torch.Tensor],
-                 own: List[Optional[torch.Tensor]]) -> None:
-        self.works, self.sum_buf, self.max_buf, self.own = works, sum_buf, max_buf, own
+                 own: List[Optional[torch.Tensor]], wait: Any) -> None:
+        self.works, self.sum_buf, self.max_buf, self.own, self.wait = works, sum_buf, max_buf, own, wait
 
     def result(self) -> Tuple[np.ndarray, np.ndarray, List[Optional[float]]]:
         for w in self.works:
-            w.wait()
+            self.wait(w)
         host = lambda t: np.zeros(0) if t is None else t.double().cpu().numpy()  # noqa: E731
         own = [None if t is None else float(t.cpu()[0]) for t in self.own]
         return host(self.sum_buf), host(self.max_buf), own

@@ -38,7 +38,8 @@ class SummaryWriter:
     def __init__(self, log_dir: Optional[Union[str, os.PathLike]] = None, comment: str = "",
                  purge_step: Optional[int] = None, max_queue: int = 10, flush_secs: float = 120,
                  filename_suffix: str = "", *, logdir: Optional[Union[str, os.PathLike]] = None,
-                 distributed: bool = False, system_metrics: bool = False,
+                 distributed: bool = False, distributed_sync_secs: float = 1.0,
+                 system_metrics: bool = False,
                  system_metrics_interval: float = 10.0) -> None:
         if log_dir is None:
             log_dir = logdir
@@ -54,7 +55,7 @@ class SummaryWriter:
         self._dist = None
         if distributed:
             from .distributed import RankContext
-            self._dist = RankContext.from_process_group()
+            self._dist = RankContext.from_process_group(distributed_sync_secs)
         self._get_file_writer()
         self._sampler = None
         if system_metrics:
@@ -362,7 +363,7 @@ class SummaryWriter:
     def flush(self) -> None:
         """Barrier: when it returns, everything logged before is in the event files."""
         if self._dist is not None:
-            self._dist.sync(self)
+            self._dist.sync(self, final=True)
         for fw in list((self.all_writers or {}).values()):
             fw.flush()
 
@@ -375,7 +376,7 @@ class SummaryWriter:
             self._sampler.stop()
             self._sampler = None
         if self._dist is not None and self.all_writers is not None:
-            self._dist.sync(self)
+            self._dist.sync(self, final=True)
         writers, self.all_writers, self.file_writer = self.all_writers or {}, None, None
         errors = []
         for fw in writers.values():

@@ -47,8 +47,9 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
     import gpulog
     result = {"rank": rank}
     try:
-        w = gpulog.SummaryWriter(logdir, distributed=True)
-        if scenario == "basic":
+        w = gpulog.SummaryWriter(logdir, distributed=True,
+                                 distributed_sync_secs=0 if scenario.endswith("every-step") else 1.0)
+        if scenario.startswith("basic"):
             log_all(w, rank)
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
