@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["SummaryWriter", "FileWriter", "WriterError", "GpulogError", "read_events",
-           "read_scalars", "patch", "__version__"]
+           "read_scalars", "patch", "unpatch", "__version__"]
 
 _LAZY = {
     "SummaryWriter": ("gpulog.writer", "SummaryWriter"),
@@ -18,7 +18,8 @@ _LAZY = {
     "GpulogError": ("gpulog.errors", "GpulogError"),
     "read_events": ("gpulog.reader", "read_events"),
     "read_scalars": ("gpulog.reader", "read_scalars"),
-    "patch": ("gpulog.patch", "patch"),
+    "patch": ("gpulog._patching", "patch"),
+    "unpatch": ("gpulog._patching", "unpatch"),
 }
 
 

@@ -1,0 +1,239 @@
+"""System metrics: ``SummaryWriter(..., system_metrics=True, system_metrics_interval=10)``.
+
+A daemon thread samples every ``interval / 10`` seconds and, every ``interval``, logs the mean of
+its samples as scalars (step = whole seconds since the sampler started):
+
+* ``system/gpu<i>/{utilization_pct, memory_used_mib, memory_total_mib, power_w, temperature_c,
+  sm_clock_mhz}`` from NVML (nvidia-ml-py, imported as ``pynvml``) for the GPUs this process can
+  see: ``CUDA_VISIBLE_DEVICES`` is honoured (indices or ``GPU-`` UUIDs, matched by UUID); ``i`` is
+  the index as this process numbers it.
+* ``system/gpu<i>/torch_{allocated,reserved,peak}_mib`` from torch's caching allocator, only once
+  the process has initialised CUDA itself (the sampler never initialises CUDA).
+* ``system/host/{cpu_pct, memory_used_pct, process_rss_mib}`` from ``/proc`` (Linux).
+
+Without NVML (a CPU machine, a container without the driver, MIG devices) one warning is issued
+and the host metrics are still logged.  Under ``distributed=True`` every rank samples its own
+devices and publishes the means through the process group's store (no collective, so it cannot
+interleave with the training thread's); rank 0 logs them as ``system/rank<r>/...``.
+The sampler only reads counters: it never blocks the training loop.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional
+
+Sample = Dict[str, float]
+
+
+class NvmlSource:
+    """NVML readings for the visible GPUs; ``available`` is False (after one warning) without NVML."""
+
+    def __init__(self) -> None:
+        self.handles: List[Any] = []
+        self.available = False
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handles = self._visible_handles()
+            self.available = bool(self.handles)
+            if not self.handles:
+                warnings.warn("gpulog system metrics: NVML found no usable GPU; logging host metrics only",
+                              RuntimeWarning, stacklevel=3)
+        except Exception as err:  # ImportError, NVMLError (no driver), …
+            warnings.warn(f"gpulog system metrics: NVML unavailable ({err}); logging host metrics only",
+                          RuntimeWarning, stacklevel=3)
+
+    def _visible_handles(self) -> List[Any]:
+        nv = self.nvml
+        spec = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if spec is None:
+            return [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+        handles = []
+        for item in (s.strip() for s in spec.split(",") if s.strip()):
+            if item.startswith("MIG-"):
+                warnings.warn(f"gpulog system metrics: MIG device {item} is not sampled", RuntimeWarning)
+                continue
+            if item.startswith("GPU-"):
+                handles.append(nv.nvmlDeviceGetHandleByUUID(item))
+            elif item.lstrip("-").isdigit():
+                if int(item) < 0:
+                    break  # CUDA stops at the first invalid index
+                handles.append(nv.nvmlDeviceGetHandleByIndex(int(item)))
+        return handles
+
+    def sample(self) -> Sample:
+        nv, out = self.nvml, {}
+        for i, h in enumerate(self.handles):
+            p = f"gpu{i}/"
+            for name, read in (
+                ("utilization_pct", lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),
+                ("memory_used_mib", lambda: nv.nvmlDeviceGetMemoryInfo(h).used / 2**20),
+                ("memory_total_mib", lambda: nv.nvmlDeviceGetMemoryInfo(h).total / 2**20),
+                ("power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
+                ("temperature_c", lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+                ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+            ):
+                try:
+                    out[p + name] = float(read())
+                except Exception:  # a counter this GPU does not support
+                    pass
+        return out
+
+
+def torch_allocator_sample() -> Sample:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return {}
+    out = {}
+    for i in range(torch.cuda.device_count()):
+        stats = torch.cuda.memory_stats(i)
+        out[f"gpu{i}/torch_allocated_mib"] = stats.get("allocated_bytes.all.current", 0) / 2**20
+        out[f"gpu{i}/torch_reserved_mib"] = stats.get("reserved_bytes.all.current", 0) / 2**20
+        out[f"gpu{i}/torch_peak_mib"] = stats.get("allocated_bytes.all.peak", 0) / 2**20
+    return out
+
+
+class HostSource:
+    """CPU use of the whole host (from /proc/stat deltas), memory in use, this process's RSS."""
+
+    def __init__(self) -> None:
+        self._last = self._cpu_times()
+
+    @staticmethod
+    def _cpu_times() -> Optional[List[int]]:
+        try:
+            with open("/proc/stat") as f:
+                return [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+
+    def sample(self) -> Sample:
+        out: Sample = {}
+        now = self._cpu_times()
+        if now and self._last:
+            delta = [a - b for a, b in zip(now, self._last)]
+            total = sum(delta)
+            idle = delta[3] + (delta[4] if len(delta) > 4 else 0)
+            if total > 0:
+                out["host/cpu_pct"] = 100.0 * (total - idle) / total
+        self._last = now
+        try:
+            info = {}
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    k, v = line.split(":", 1)
+                    info[k] = int(v.split()[0])
+            out["host/memory_used_pct"] = 100.0 * (1 - info["MemAvailable"] / info["MemTotal"])
+            with open("/proc/self/statm") as f:
+                out["host/process_rss_mib"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, KeyError, ValueError):
+            pass
+        return out
+
+
+def default_sources() -> List[Callable[[], Sample]]:
+    nvml = NvmlSource()
+    sources: List[Callable[[], Sample]] = [HostSource().sample, torch_allocator_sample]
+    if nvml.available:
+        sources.insert(0, nvml.sample)
+    return sources
+
+
+class Sampler:
+    """Averages ``sources`` over each ``interval`` and hands the means to ``emit(step, means)``."""
+
+    def __init__(self, sources: List[Callable[[], Sample]], emit: Callable[[int, Sample], None],
+                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not isinstance(interval, (int, float)) or interval <= 0:
+            raise ValueError(f"system_metrics_interval must be a positive number of seconds, got {interval!r}")
+        self.sources, self.emit, self.interval, self.clock = sources, emit, float(interval), clock
+        self._stop = threading.Event()
+        self._sums: Dict[str, float] = {}
+        self._counts: Dict[str, int] = {}
+        self._start = clock()
+        self._thread: Optional[threading.Thread] = None
+
+    def sample_once(self) -> None:
+        for source in self.sources:
+            try:
+                values = source()
+            except Exception:  # a flaky counter must never take the sampler down
+                continue
+            for k, v in values.items():
+                self._sums[k] = self._sums.get(k, 0.0) + v
+                self._counts[k] = self._counts.get(k, 0) + 1
+
+    def publish(self) -> None:
+        if not self._sums:
+            return
+        means = {k: self._sums[k] / self._counts[k] for k in self._sums}
+        self._sums, self._counts = {}, {}
+        self.emit(int(self.clock() - self._start), means)
+
+    def _run(self) -> None:
+        tick = max(0.05, self.interval / 10)
+        next_publish = self._start + self.interval
+        while not self._stop.wait(tick):
+            self.sample_once()
+            if self.clock() >= next_publish:
+                self.publish()
+                next_publish += self.interval
+
+    def start(self) -> "Sampler":
+        self.sample_once()
+        self._thread = threading.Thread(target=self._run, name="gpulog-system-metrics", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.sample_once()
+        self.publish()
+
+
+def start_sampler(writer: Any, interval: float,
+                  sources: Optional[List[Callable[[], Sample]]] = None) -> Sampler:
+    """Start sampling for ``writer``; logs ``system/...`` scalars (rank 0 under distributed)."""
+    dist = writer._dist
+    if sources is None:
+        sources = default_sources()
+    if dist is None:
+        def emit(step: int, means: Sample) -> None:
+            for k, v in sorted(means.items()):
+                writer.add_scalar("system/" + k, v, step)
+        return Sampler(sources, emit, interval).start()
+    return Sampler(sources, _distributed_emitter(writer, dist), interval).start()
+
+
+def _distributed_emitter(writer: Any, dist: Any) -> Callable[[int, Sample], None]:
+    """Non-zero ranks publish to the store; rank 0 logs its own and every published series."""
+    from torch.distributed import distributed_c10d
+    store = distributed_c10d._get_default_store()
+    seen: Dict[int, int] = {}
+
+    def emit(step: int, means: Sample) -> None:
+        if not dist.is_writer:
+            store.set(f"gpulog/system/{dist.rank}", json.dumps({"step": step, "means": means}))
+            return
+        series = {0: (step, means)}
+        for r in range(1, dist.world):
+            key = f"gpulog/system/{r}"
+            if store.check([key]):
+                data = json.loads(store.get(key))
+                if seen.get(r) != data["step"]:
+                    seen[r] = data["step"]
+                    series[r] = (data["step"], data["means"])
+        fw = writer._get_file_writer()
+        now = time.time()
+        for r, (s, values) in sorted(series.items()):
+            for k, v in sorted(values.items()):
+                fw.submit_scalar(f"system/rank{r}/{k}", float(v), s, now)
+    return emit

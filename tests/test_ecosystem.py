@@ -1,0 +1,96 @@
+"""Ecosystem: gpulog.patch() for code written against torch's writer; the CLI; the README guide."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gpulog
+from tbcompare import accumulate
+
+
+def _run(code: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=180, cwd=cwd)
+
+
+def test_patch_makes_torch_writer_resolve_to_gpulog_lightning_path(tmp_path):
+    r = _run(f"""
+        import gpulog
+        gpulog.patch()
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+        assert SummaryWriter is gpulog.SummaryWriter
+        w = SummaryWriter({str(tmp_path)!r})
+        w.add_scalar("loss", 0.5, 1)
+        exp, ssi, sei = hparams({{"lr": 0.1}}, {{"hp/metric": 0}})
+        fw = w._get_file_writer()           # PyTorch Lightning's path
+        fw.add_summary(exp); fw.add_summary(ssi); fw.add_summary(sei)
+        w.close()
+        gpulog.unpatch()
+        import torch.utils.tensorboard as tb
+        assert tb.SummaryWriter is not gpulog.SummaryWriter
+        print("ok")
+    """)
+    assert r.stdout.strip() == "ok", r.stderr
+    acc = accumulate(tmp_path)
+    assert acc.Scalars("loss")[0].value == 0.5
+    assert set(acc.PluginTagToContent("hparams")) == {"_hparams_/experiment", "_hparams_/session_start_info",
+                                                      "_hparams_/session_end_info"}
+
+
+def test_patch_without_tensorboard_installed():
+    r = _run("""
+        import sys
+        for name in ("tensorboard", "torch.utils.tensorboard"):
+            sys.modules[name] = None      # simulate a missing package
+        import gpulog
+        sys.modules.pop("torch.utils.tensorboard")
+        gpulog.patch()
+        from torch.utils.tensorboard import SummaryWriter
+        print(SummaryWriter is gpulog.SummaryWriter)
+    """)
+    assert r.stdout.strip() == "True", r.stderr
+
+
+def test_inspect_cli(tmp_path):
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for i in range(3):
+            w.add_scalar("loss", 1.0 / (i + 1), i)
+        w.add_histogram("h", [1.0, 2.0], 2)
+        w.add_scalars("grp", {"a": 1.0}, 0)
+    r = subprocess.run(["gpulog", "inspect", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "tag", "kind"]
+    row = next(line.split() for line in lines if " loss " in f" {line} ")
+    assert row == [".", "loss", "scalar", "3", "2", "0.333333"]
+    assert any(line.split()[:3] == [".", "h", "histogram"] for line in lines)
+    assert any(line.startswith("grp_a") for line in lines)
+    bad = subprocess.run(["gpulog", "inspect", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a directory" in bad.stderr
+
+
+def test_readme_user_guide_runs(tmp_path):
+    import pathlib
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"## User guide.*?```python\n(.*?)```", readme, re.S).group(1)
+    r = _run(block.replace("SummaryWriter()  ", "SummaryWriter(\"runs/default\")  "), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "a").is_dir()
+
+
+def test_demo_runs_and_logs_every_kind(tmp_path):
+    r = subprocess.run(["gpulog", "demo", "--logdir", str(tmp_path / "demo"), "--steps", "30"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tensorboard --logdir" in r.stdout
+    acc = accumulate(tmp_path / "demo")
+    tags = acc.Tags()
+    assert {"loss", "accuracy"} <= set(tags["scalars"])
+    assert tags["histograms"] and tags["images"] and tags["audio"]
+    assert any(t.endswith("_VERTEX") for t in tags["tensors"]) and "pr" in tags["tensors"]
+    assert (tmp_path / "demo" / "projector_config.pbtxt").exists()
