@@ -47,6 +47,15 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
     import gpulog
     result = {"rank": rank}
     try:
+        if scenario == "sysmetrics":
+            import time
+            from gpulog import system_metrics
+            system_metrics.default_sources = lambda: [lambda: {"gpu0/power_w": 100.0 + rank}]
+            w = gpulog.SummaryWriter(logdir, distributed=True, system_metrics=True,
+                                     system_metrics_interval=0.3)
+            time.sleep(1.5)
+            w.close()
+            scenario = "done"
         w = gpulog.SummaryWriter(logdir, distributed=True,
                                  distributed_sync_secs=0 if scenario.endswith("every-step") else 1.0)
         if scenario.startswith("basic"):

@@ -85,3 +85,12 @@ def test_divergent_ranks_raise_naming_the_mismatch(tmp_path):
 def test_distributed_needs_an_initialised_group(tmp_path):
     with pytest.raises(ValueError, match="init_process_group"):
         gpulog.SummaryWriter(tmp_path, distributed=True)
+
+
+def test_system_metrics_every_rank_written_by_rank0(tmp_path):
+    logdir, results = spawn(tmp_path, 2, "sysmetrics")
+    assert all("error" not in r for r in results), results
+    from gpulog.reader import read_scalars
+    s = read_scalars(logdir)
+    assert s["system/rank0/gpu0/power_w"][0][1] == 100.0
+    assert s["system/rank1/gpu0/power_w"][0][1] == 101.0

@@ -1,8 +1,9 @@
 """Where reductions run: the one place that picks Triton or torch, and builds ``Prepared`` items.
 
-``GPULOG_BACKEND`` = ``auto`` (Triton for CUDA tensors when it imports), ``torch`` (always the
-reference path) or ``triton`` (Triton for CUDA tensors, error if missing).  Probes are cached and
-run on first use, never at import.
+``GPULOG_BACKEND`` = ``auto`` (Triton for CUDA tensors when it imports, the optional native
+extension for CPU tensors when it was built), ``torch`` (always the torch reference path) or
+``triton`` (Triton for CUDA tensors, error if missing).  Probes are cached and run on first use,
+never at import.
 """
 from __future__ import annotations
 
@@ -29,6 +30,25 @@ def _triton_available() -> bool:
         return True
     except Exception:
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def _native_module() -> Any:
+    try:
+        from .. import _native  # built from gpulog/_native.c when a C compiler was available
+        return _native
+    except ImportError:
+        return None
+
+
+def native() -> Any:
+    """The fused CPU reductions (``gpulog._native``), or None (not built, or GPULOG_BACKEND=torch)."""
+    return None if backend() == "torch" else _native_module()
+
+
+def threads() -> int:
+    """Threads for a writer-side CPU reduction: torch's setting, leaving one core to the trainer."""
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
 
 
 def backend() -> str:

@@ -9,8 +9,9 @@ sign, exponent and top 6 mantissa bits pick one of 32768 cells; each cell spans 
 2**(1/64) ≈ 1.011 < 1.1, so it holds at most one edge, and one comparison with that edge (rounded
 up to float32, which is exact for float32 inputs) gives the bin.  Lower-precision floats are widened
 to float32 (exact); float64 and integer inputs use ``torch.bucketize`` on the float64 edges.
-This file is the reference, the CPU path (on the writer thread, in cache-sized chunks with reused
-buffers) and the CUDA fallback; ``gpulog.kernels.histogram`` mirrors it.
+This file is the reference, the CPU path (on the writer thread; the fused native pass of
+``gpulog/_native.c`` when it was built, else torch ops in cache-sized chunks with reused buffers)
+and the CUDA fallback; ``gpulog.kernels.histogram`` mirrors it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 from .. import _convert
 from .._encode import histogram as enc
-from ._backend import Prepared, finish, use_triton
+from ._backend import Prepared, finish, native, threads, use_triton
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
 N_CELLS = 1 << (32 - CELL_SHIFT)   # 32768
@@ -141,13 +142,29 @@ def _minmax(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.where(nan, nan_value, mn), torch.where(nan, nan_value, mx)
 
 
+def reduce_native(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CPU float path in one fused pass (gpulog/_native.c); same contract as :func:`reduce_torch`."""
+    table = cell_table("cpu")
+    xf = x.contiguous() if x.dtype == torch.float32 else x.float()
+    counts = np.zeros(n_edges + 1, dtype=np.int64)
+    mn, mx, s, ss, nans = native().hist_tf(xf.numpy(), table.base.numpy(), table.threshold.numpy(),
+                                           counts, threads())
+    if nans:
+        mn = mx = float("nan")
+    stats = torch.tensor([mn, mx, float(x.numel()), s, ss], dtype=torch.float64)
+    return torch.from_numpy(counts[1:n_edges]), stats
+
+
 def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """(counts int64 [len(edges)-1], stats float64 [min, max, num, sum, sum_squares]) of a flat
     tensor on any device: the reference, the CPU path and the CUDA fallback."""
     n_edges = len(edges)
+    tf_float = tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    if tf_float and not x.is_cuda and native() is not None:
+        return reduce_native(x, n_edges)  # one fused pass, min/max included
     mn, mx = _minmax(x)
     num = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
-    if tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+    if tf_float:
         counts, s, ss = _tf_reduce_chunked(x, n_edges)
         return counts[1:n_edges], torch.stack([mn, mx, num, s, ss])
     x64 = x.double()

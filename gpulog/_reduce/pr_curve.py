@@ -17,7 +17,7 @@ import torch
 from .. import _convert
 from .._encode import pr_curve as enc
 from .._encode.pr_curve import MAX_THRESHOLDS
-from ._backend import Prepared, finish, use_triton
+from ._backend import Prepared, finish, native, threads, use_triton
 
 
 def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
@@ -106,6 +106,12 @@ def buckets_chunked(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[
                     n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """CPU path: :func:`buckets_torch` over cache-sized chunks (small, reused temporaries)."""
     binary = weights is None and _binary(labels)
+    if binary and pred.dtype == torch.float32 and native() is not None:
+        counts = np.zeros(2 * n, dtype=np.int64)
+        native().pr_binary(pred.contiguous().numpy(), labels.to(torch.uint8).contiguous().numpy(),
+                           counts, n, threads())
+        both = torch.from_numpy(counts.reshape(n, 2).astype(np.float64))
+        return both[:, 1].contiguous(), both[:, 0].contiguous()
     tp = torch.zeros(n, dtype=torch.float64)
     fp = torch.zeros(n, dtype=torch.float64)
     for i in range(0, pred.numel(), CHUNK):

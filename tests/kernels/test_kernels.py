@@ -13,6 +13,14 @@ from gpulog.kernels import histogram as k_hist, image as k_img, mesh as k_mesh, 
 from gpulog._reduce import histogram as r_hist, image as r_img, mesh as r_mesh, pr_curve as r_pr  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_native_extension_built_where_a_compiler_exists():
+    import shutil
+    from gpulog._reduce._backend import _native_module
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler: the optional native extension is not built")
+    assert _native_module() is not None, "gpulog._native should have been built by pip install"
 if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and not in Triton's interpreter", allow_module_level=True)
 N = 1 << 22 if DEV == "cuda" else 6000
@@ -47,8 +55,12 @@ def test_histogram_three_way(dtype, data):
     oracle = np.histogram(x.float().double().numpy(), bins=edges)[0]
     ref_c, ref_s = r_hist.reduce_torch(x.to(DEV), edges, True)
     ker_c, ker_s = k_hist.reduce(x.to(DEV), edges)
-    np_c, np_s = r_hist.reduce_torch(x, edges, True)  # CPU path (chunked)
+    np_c, np_s = r_hist.reduce_torch(x, edges, True)  # CPU path (native or chunked torch)
     np_c, np_s = np_c.numpy(), np_s.numpy()
+    if r_hist.native() is not None:
+        c_c, c_s = r_hist.reduce_native(x, len(edges))
+        assert np.array_equal(c_c.numpy(), oracle)
+        np.testing.assert_allclose(c_s.numpy(), np_s, rtol=1e-9, equal_nan=True)
     assert np.array_equal(ref_c.cpu().numpy(), oracle)
     assert np.array_equal(ker_c.cpu().numpy(), oracle)
     assert np.array_equal(np_c, oracle)
@@ -79,7 +91,7 @@ def test_pr_buckets_three_way(dtype, weighted):
     o_tp, o_fp = _pr_oracle(labels.numpy(), preds.numpy(), n, None if weights is None else weights.numpy())
     r = r_pr.buckets_torch(preds.to(DEV), labels.to(DEV), None if weights is None else weights.to(DEV), n)
     k = k_pr.buckets(preds.to(DEV), labels.to(DEV), None if weights is None else weights.to(DEV), n)
-    h = r_pr.buckets_torch(preds, labels, weights, n)  # CPU path (0/1 fast path when unweighted)
+    h = r_pr.buckets_chunked(preds, labels, weights, n)  # CPU path (native or 0/1 torch fast path)
     h = (h[0].numpy(), h[1].numpy())
     for tp, fp in (r, k):
         assert np.array_equal(tp.cpu().numpy(), o_tp) and np.array_equal(fp.cpu().numpy(), o_fp)
