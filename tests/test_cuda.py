@@ -44,3 +44,33 @@ def test_value_at_call_time_on_cuda(tmp_path):
     acc = accumulate(tmp_path)
     assert acc.Histograms("h")[0].histogram_value.max == 0.0
     assert acc.Scalars("s")[0].value == 0.0
+
+
+def test_many_cuda_scalars_share_few_copies(tmp_path):
+    from torch.profiler import ProfilerActivity, profile
+    xs = torch.arange(100, device="cuda", dtype=torch.float32)
+    w = gpulog.SummaryWriter(tmp_path)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(100):
+            w.add_scalar(f"s{i % 10}", xs[i], i)
+        w.flush()
+    w.close()
+    copies = [e for e in prof.events() if "Memcpy DtoH" in e.name]
+    assert len(copies) <= 2, [e.name for e in copies]
+    acc = accumulate(tmp_path)
+    assert [e.value for e in acc.Scalars("s3")] == [float(i) for i in range(3, 100, 10)]
+
+
+def test_side_stream_values_are_right(tmp_path):
+    side = torch.cuda.Stream()
+    w = gpulog.SummaryWriter(tmp_path)
+    with torch.cuda.stream(side):
+        x = torch.full((1 << 20,), 2.0, device="cuda")
+        w.add_scalar("side", x.sum(), 1)
+        w.add_histogram("h", x, 1)
+    w.add_scalar("main", torch.ones((), device="cuda"), 1)
+    w.close()
+    acc = accumulate(tmp_path)
+    assert acc.Scalars("side")[0].value == 2.0 * (1 << 20)
+    assert acc.Histograms("h")[0].histogram_value.min == 2.0
+    assert acc.Scalars("main")[0].value == 1.0
