@@ -57,17 +57,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.logdir, args.steps, args.device)
 
 
+def _load_benchmarks() -> object:
+    """The checkout's benchmarks/ package, loaded by path (the repository root is never put on
+    sys.path, which would also make a top-level ``kernels`` importable)."""
+    import importlib
+    import importlib.util
+    import os
+    if "benchmarks" not in sys.modules:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        init = os.path.join(root, "benchmarks", "__init__.py")
+        if not os.path.exists(init):
+            raise ImportError("benchmarks/ not found next to the gpulog package")
+        spec = importlib.util.spec_from_file_location("benchmarks", init,
+                                                      submodule_search_locations=[os.path.dirname(init)])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("benchmarks.__main__")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     try:
-        from benchmarks.__main__ import main as bench_main
+        bench = _load_benchmarks()
     except ImportError:
-        print("gpulog bench needs the repository's benchmarks/ package: run it from a checkout "
-              "(python -m benchmarks)", file=sys.stderr)
+        print("gpulog bench runs the benchmarks/ of a source checkout (pip install -e .); "
+              "from a checkout you can also run: python -m benchmarks", file=sys.stderr)
         return 2
-    return bench_main(args.rest)
+    return int(bench.main(args.rest))  # type: ignore[attr-defined]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after `bench` belongs to the benchmark suite
+        return cmd_bench(argparse.Namespace(rest=argv[1:]))
     ap = argparse.ArgumentParser(prog="gpulog", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("inspect", help="table of runs, tags, kinds, counts and last values")
@@ -78,9 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.set_defaults(fn=cmd_demo)
-    p = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_bench)
+    sub.add_parser("bench", help="run the benchmark suite: gpulog bench [--device D] [--quick] [--only PART]")
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

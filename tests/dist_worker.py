@@ -43,7 +43,8 @@ def log_all(w, rank: int, steps: int = 3, distributed: bool = True) -> None:
 def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     import torch.distributed as dist
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    timeout = timedelta(seconds=10 if scenario == "dead" else 60)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
     import gpulog
     result = {"rank": rank}
     try:
@@ -60,6 +61,11 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
                                  distributed_sync_secs=0 if scenario.endswith("every-step") else 1.0)
         if scenario.startswith("basic"):
             log_all(w, rank)
+        elif scenario == "dead":
+            w.add_scalar("loss", 1.0, 0)
+            if rank == 1:
+                os._exit(0)          # dies without a word; rank 0 must not wait forever
+            w.add_scalar("loss", 2.0, 1)
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)

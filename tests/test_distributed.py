@@ -27,7 +27,8 @@ def spawn(tmp_path, world: int, scenario: str):
     logdir, out = tmp_path / "logs", tmp_path / "out"
     out.mkdir()
     mp.spawn(dist_worker.run, args=(world, _port(), str(logdir), scenario, str(out)), nprocs=world, join=True)
-    return logdir, [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+    return logdir, [json.loads((out / f"rank{r}.json").read_text()) if (out / f"rank{r}.json").exists()
+                    else {} for r in range(world)]
 
 
 def reference(tmp_path, world: int):
@@ -94,3 +95,12 @@ def test_system_metrics_every_rank_written_by_rank0(tmp_path):
     s = read_scalars(logdir)
     assert s["system/rank0/gpu0/power_w"][0][1] == 100.0
     assert s["system/rank1/gpu0/power_w"][0][1] == 101.0
+
+
+def test_dead_rank_raises_instead_of_hanging(tmp_path):
+    import time
+    t = time.time()
+    logdir, results = spawn(tmp_path, 2, "dead")
+    assert time.time() - t < 60
+    assert "DistributedError" in results[0].get("error", ""), results
+    assert "timeout" in results[0]["error"]

@@ -94,3 +94,14 @@ def test_demo_runs_and_logs_every_kind(tmp_path):
     assert tags["histograms"] and tags["images"] and tags["audio"]
     assert any(t.endswith("_VERTEX") for t in tags["tensors"]) and "pr" in tags["tensors"]
     assert (tmp_path / "demo" / "projector_config.pbtxt").exists()
+
+
+def test_bench_cli_runs_quick_scalars(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run(["gpulog", "bench", "--quick", "--only", "scalars", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| scalar.float.caller_us |" in r.stdout
+    import json
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["writer"] for row in rows} >= {"gpulog", "torch"}

@@ -198,3 +198,44 @@ def test_bounded_backlog_blocks_instead_of_dropping(tmp_path):
     finally:
         h.max_items, h.wake_items = old
     assert len(read_scalars(tmp_path)["x"]) == 5000
+
+
+def test_sustained_load_still_reaches_disk_within_flush_secs(tmp_path):
+    w = gpulog.SummaryWriter(tmp_path, flush_secs=0.3, max_queue=10**6)
+    stop = threading.Event()
+
+    def producer():
+        i = 0
+        while not stop.is_set():
+            w.add_scalar("x", float(i), i)
+            i += 1
+
+    th = threading.Thread(target=producer)
+    th.start()
+    try:
+        deadline = time.time() + 5
+        seen = 0
+        while time.time() < deadline and seen < 1000:
+            time.sleep(0.1)
+            seen = len(read_scalars(tmp_path).get("x", []))
+        assert seen >= 1000, "records should reach the file while the producer is still running"
+        assert th.is_alive()
+    finally:
+        stop.set()
+        th.join()
+        w.close()
+
+
+def test_add_event_and_add_summary_accept_protobuf_messages(tmp_path):
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    w = gpulog.SummaryWriter(tmp_path)
+    fw = w._get_file_writer()
+    fw.add_event(Event(summary=Summary(value=[Summary.Value(tag="a", simple_value=1.0)])), step=5)
+    fw.add_summary(Summary(value=[Summary.Value(tag="b", simple_value=2.0)]), global_step=6, walltime=123.0)
+    with pytest.raises(TypeError, match="protobuf"):
+        fw.add_summary({"tag": "c"})
+    w.close()
+    s = read_scalars(tmp_path)
+    assert s == {"a": [(5, 1.0)], "b": [(6, 2.0)]}
+    assert any(e.wall_time == 123.0 for e in read_events(tmp_path))
