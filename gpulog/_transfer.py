@@ -40,6 +40,18 @@ class DeviceStaged:
         return tuple(_host_numpy(p) for p in self._pinned)
 
 
+class Ready:
+    """Host arrays already computed at the call (a fused CPU pass cheaper than a snapshot copy)."""
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: Sequence[Any]) -> None:
+        self._arrays = tuple(_host_numpy(a) for a in arrays)
+
+    def result(self) -> Tuple[np.ndarray, ...]:
+        return self._arrays
+
+
 class SnapshotPool:
     """Reusable host buffers for call-time snapshots, keyed by (dtype, numel); bounded in bytes.
 

@@ -62,9 +62,13 @@ def test_histogram_bad_input(tmp_path):
     w = gpulog.SummaryWriter(tmp_path)
     with pytest.raises(ValueError, match="empty"):
         w.add_histogram("h", torch.tensor([]), 1)
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="NaN, infinite or out of range"):
         w.add_histogram("h", torch.tensor([float("nan"), float("inf")]), 1)
-    w.add_histogram("h", torch.tensor([1e30]), 1)  # beyond the edges: found on the writer thread
+    from gpulog._reduce._backend import native
+    if native() is not None:  # float32 CPU data is counted at the call: the error comes at once
+        with pytest.raises(ValueError, match="out of range"):
+            w.add_histogram("h", torch.tensor([1e30]), 1)
+    w.add_histogram("h", torch.tensor([1e30], dtype=torch.float64), 1)  # counted on the writer thread
     with pytest.raises(ValueError, match="skipped.*out of range"):
         w.flush()
     with pytest.raises(TypeError, match="real numbers"):

@@ -23,6 +23,7 @@ import torch
 
 from .. import _convert
 from .._encode import histogram as enc
+from .._transfer import Ready
 from ._backend import Prepared, finish, native, threads, use_triton
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
@@ -142,13 +143,14 @@ def _minmax(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.where(nan, nan_value, mn), torch.where(nan, nan_value, mx)
 
 
-def reduce_native(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def reduce_native(x: torch.Tensor, n_edges: int, nthreads: Optional[int] = None
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """CPU float path in one fused pass (gpulog/_native.c); same contract as :func:`reduce_torch`."""
     table = cell_table("cpu")
     xf = x.contiguous() if x.dtype == torch.float32 else x.float()
     counts = np.zeros(n_edges + 1, dtype=np.int64)
     mn, mx, s, ss, nans = native().hist_tf(xf.numpy(), table.base.numpy(), table.threshold.numpy(),
-                                           counts, threads())
+                                           counts, threads() if nthreads is None else nthreads)
     if nans:
         mn = mx = float("nan")
     stats = torch.tensor([mn, mx, float(x.numel()), s, ss], dtype=torch.float64)
@@ -211,6 +213,12 @@ def _as_tensor(values: Any) -> torch.Tensor:
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 
+def _nothing_to_count() -> ValueError:
+    return ValueError("add_histogram: no value falls inside the bin edges (every value is NaN, "
+                      "infinite or out of range); nothing to draw. Log finite values (NaN/inf are not "
+                      "counted in any bucket).")
+
+
 def _any_finite(x: torch.Tensor) -> bool:
     """Early exit: real data almost always has a finite value in its first chunk."""
     return bool(torch.isfinite(x[:CHUNK]).any()) or bool(torch.isfinite(x).any())
@@ -233,8 +241,15 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
         return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
     if x.is_cuda:  # other bins on CUDA: building their edges already needed the data on the host
         x = x.cpu()
+    if tensorflow and x.dtype == torch.float32 and native() is not None:
+        # One fused read of the data (GIL released, all of torch's threads: the caller waits
+        # anyway) costs about what a snapshot copy would, and leaves only the counts to queue.
+        # No torch op runs first: its OpenMP workers would spin on the cores this pass uses.
+        counts, stats = reduce_native(x, len(edges), max(1, torch.get_num_threads()))
+        if not bool(counts.any()):
+            raise _nothing_to_count()
+        return Prepared(enc.histogram, args, 0, Ready((counts, stats)))
     if x.is_floating_point() and not _any_finite(x):
-        raise ValueError("add_histogram: every value is NaN or infinite; nothing to draw. "
-                         "Log finite values (NaN/inf are not counted in any bucket).")
+        raise _nothing_to_count()
     # finish() clones x (the value at call time); the reduction then runs on the writer thread.
     return finish(enc.histogram, args, x, functools.partial(reduce_torch, edges=edges, tensorflow=tensorflow))

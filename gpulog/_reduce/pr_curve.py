@@ -17,6 +17,7 @@ import torch
 from .. import _convert
 from .._encode import pr_curve as enc
 from .._encode.pr_curve import MAX_THRESHOLDS
+from .._transfer import Ready
 from ._backend import Prepared, finish, native, threads, use_triton
 
 
@@ -38,6 +39,16 @@ def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[to
     tp = torch.zeros(n + 1, dtype=torch.float64, device=pred.device).index_add_(0, k, lab * w)
     fp = torch.zeros(n + 1, dtype=torch.float64, device=pred.device).index_add_(0, k, (1.0 - lab) * w)
     return tp[:n], fp[:n]
+
+
+def buckets_native(pred: torch.Tensor, labels: torch.Tensor, n: int, nthreads: int
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float32 predictions, 0/1 labels, no weights: one fused pass (gpulog/_native.c)."""
+    counts = np.zeros(2 * n, dtype=np.int64)
+    native().pr_binary(pred.contiguous().numpy(), labels.to(torch.uint8).contiguous().numpy(),
+                       counts, n, nthreads)
+    both = torch.from_numpy(counts.reshape(n, 2).astype(np.float64))
+    return both[:, 1].contiguous(), both[:, 0].contiguous()
 
 
 def _binary(labels: torch.Tensor) -> bool:
@@ -95,6 +106,10 @@ def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weight
             fn = kernel.buckets
         return finish(enc.pr_curve, args, (pred.reshape(-1), lab.reshape(-1), w if w is None else w.reshape(-1)),
                       lambda t: fn(t[0], t[1], t[2], n), snapshot=False)
+    if w is None and pred.dtype == torch.float32 and native() is not None and _binary(lab):
+        # A fused counting pass in the caller is cheaper than copying the inputs (see histogram).
+        tp, fp = buckets_native(pred.reshape(-1), lab.reshape(-1), n, max(1, torch.get_num_threads()))
+        return Prepared(enc.pr_curve, args, 0, Ready((tp, fp)))
     host = (pred.reshape(-1), lab.reshape(-1), None if w is None else w.reshape(-1))
     return finish(enc.pr_curve, args, host, lambda t: buckets_chunked(t[0], t[1], t[2], n))
 
@@ -107,11 +122,7 @@ def buckets_chunked(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[
     """CPU path: :func:`buckets_torch` over cache-sized chunks (small, reused temporaries)."""
     binary = weights is None and _binary(labels)
     if binary and pred.dtype == torch.float32 and native() is not None:
-        counts = np.zeros(2 * n, dtype=np.int64)
-        native().pr_binary(pred.contiguous().numpy(), labels.to(torch.uint8).contiguous().numpy(),
-                           counts, n, threads())
-        both = torch.from_numpy(counts.reshape(n, 2).astype(np.float64))
-        return both[:, 1].contiguous(), both[:, 0].contiguous()
+        return buckets_native(pred, labels, n, threads())
     tp = torch.zeros(n, dtype=torch.float64)
     fp = torch.zeros(n, dtype=torch.float64)
     for i in range(0, pred.numel(), CHUNK):
