@@ -110,18 +110,8 @@ class Bench:
         """In-loop overhead: 6-layer 2048-wide MLP, batch 512 (smaller on CPU)."""
         d = self.device
         width, batch, steps = (2048, 512, 200) if d == "cuda" else (256, 64, 60 if self.quick else 200)
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.GELU())
-                                      for _ in range(6)], torch.nn.Linear(width, 10)).to(d)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        xb, yb = torch.randn(batch, width, device=d), torch.randint(0, 10, (batch,), device=d)
-
-        def step() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            return loss.detach()
+        from benchmarks._model import mlp_trainer
+        model, step = mlp_trainer(width, batch, 6, d)
 
         def run(log: Callable[[int, torch.Tensor], None]) -> float:
             for _ in range(10):

@@ -22,18 +22,8 @@ def _rank(rank: int, world: int, port: int, steps: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
     import gpulog
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU()) for _ in range(4)],
-                                torch.nn.Linear(256, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    xb, yb = torch.randn(64, 256), torch.randint(0, 10, (64,))
-
-    def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+    from benchmarks._model import mlp_trainer
+    model, step = mlp_trainer(256, 64, 4)
 
     results: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:

@@ -6,10 +6,11 @@
  *   bin = base[cell] + (x >= threshold[cell]).  min/max skip NaN (the caller applies numpy's
  *   NaN propagation from nan_count); sums accumulate in double and propagate NaN/inf as numpy's.
  *
- * pr_binary(pred, labels, counts, num_thresholds, nthreads)
- *   pred: float32[n]; labels: uint8[n] (0/1); counts: int64[2*T] (added to):
+ * pr_binary(pred, labels, counts, num_thresholds, nthreads) -> bool
+ *   pred: float32[n]; labels: integers of 1, 2, 4 or 8 bytes (bool too); counts: int64[2*T]:
  *   k = floor(pred * (T-1)) in float32, kept if 0 <= k <= T-1 (NaN dropped),
- *   counts[2k + label] += 1.
+ *   counts[2k + label] += 1.  Returns False, leaving counts untouched, if a label is not 0 or 1
+ *   (the caller then takes the general weighted path).
  *
  * Both split the input across nthreads POSIX threads with private counters, and release the GIL.
  */
@@ -88,16 +89,27 @@ static void *hist_worker(void *arg) {
 }
 
 typedef struct {
-    const float *p; const uint8_t *lab; Py_ssize_t n; int64_t *counts; int t;
+    const float *p; const char *lab; Py_ssize_t lsize; Py_ssize_t n; int64_t *counts; int t; int bad;
 } pr_job;
+
+static inline int64_t read_label(const char *base, Py_ssize_t size, Py_ssize_t i) {
+    switch (size) {
+        case 1: return ((const int8_t *)base)[i];
+        case 2: return ((const int16_t *)base)[i];
+        case 4: return ((const int32_t *)base)[i];
+        default: return ((const int64_t *)base)[i];
+    }
+}
 
 static void *pr_worker(void *arg) {
     pr_job *j = (pr_job *)arg;
     const float scale = (float)(j->t - 1);
     const float top = (float)(j->t - 1);
     for (Py_ssize_t i = 0; i < j->n; i++) {
+        int64_t label = read_label(j->lab, j->lsize, i);
+        if (label != 0 && label != 1) { j->bad = 1; return NULL; }
         float k = floorf(j->p[i] * scale);
-        if (k >= 0.0f && k <= top) j->counts[2 * (int64_t)k + (j->lab[i] ? 1 : 0)]++;
+        if (k >= 0.0f && k <= top) j->counts[2 * (int64_t)k + label]++;
     }
     return NULL;
 }
@@ -177,11 +189,13 @@ static PyObject *pr_binary(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOi|i", &op, &ol, &oc, &t_count, &nthreads)) return NULL;
     Py_buffer p, lab, counts;
     if (get_buf(op, &p, 0, 4, "pred") < 0) return NULL;
-    if (get_buf(ol, &lab, 0, 1, "labels") < 0) { PyBuffer_Release(&p); return NULL; }
+    if (PyObject_GetBuffer(ol, &lab, PyBUF_C_CONTIGUOUS) < 0) { PyBuffer_Release(&p); return NULL; }
     if (get_buf(oc, &counts, 1, 8, "counts") < 0) { PyBuffer_Release(&p); PyBuffer_Release(&lab); return NULL; }
     PyObject *result = NULL;
     Py_ssize_t n = p.len / 4;
-    if (lab.len != n || counts.len / 8 != 2 * (Py_ssize_t)t_count || t_count < 2) {
+    Py_ssize_t lsize = lab.itemsize;
+    if ((lsize != 1 && lsize != 2 && lsize != 4 && lsize != 8) || lab.len / lsize != n ||
+        counts.len / 8 != 2 * (Py_ssize_t)t_count || t_count < 2) {
         PyErr_SetString(PyExc_ValueError, "pr_binary: mismatched lengths");
         goto done;
     }
@@ -189,24 +203,26 @@ static PyObject *pr_binary(PyObject *self, PyObject *args) {
     int64_t *priv = calloc((size_t)nthreads * 2 * (size_t)t_count, sizeof(int64_t));
     if (!priv) { PyErr_NoMemory(); goto done; }
     pr_job jobs[MAX_THREADS];
+    int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     pthread_t tid[MAX_THREADS];
     Py_ssize_t per = (n + nthreads - 1) / nthreads;
     for (int t = 0; t < nthreads; t++) {
         Py_ssize_t lo = t * per, hi = lo + per < n ? lo + per : n;
-        jobs[t] = (pr_job){(const float *)p.buf + lo, (const uint8_t *)lab.buf + lo, hi > lo ? hi - lo : 0,
-                           priv + (size_t)t * 2 * t_count, t_count};
+        jobs[t] = (pr_job){(const float *)p.buf + lo, (const char *)lab.buf + lo * lsize, lsize,
+                           hi > lo ? hi - lo : 0, priv + (size_t)t * 2 * t_count, t_count, 0};
         if (t > 0) pthread_create(&tid[t], NULL, pr_worker, &jobs[t]);
     }
     pr_worker(&jobs[0]);
     for (int t = 1; t < nthreads; t++) pthread_join(tid[t], NULL);
+    for (int t = 0; t < nthreads; t++) bad |= jobs[t].bad;
     int64_t *out = (int64_t *)counts.buf;
-    for (int t = 0; t < nthreads; t++)
-        for (Py_ssize_t b = 0; b < 2 * (Py_ssize_t)t_count; b++) out[b] += priv[(size_t)t * 2 * t_count + b];
+    if (!bad)
+        for (int t = 0; t < nthreads; t++)
+            for (Py_ssize_t b = 0; b < 2 * (Py_ssize_t)t_count; b++) out[b] += priv[(size_t)t * 2 * t_count + b];
     Py_END_ALLOW_THREADS
     free(priv);
-    result = Py_None;
-    Py_INCREF(result);
+    result = PyBool_FromLong(!bad);
 done:
     PyBuffer_Release(&p); PyBuffer_Release(&lab); PyBuffer_Release(&counts);
     return result;

@@ -13,7 +13,6 @@ that is already mapped costs ~20x less than a fresh allocation, whose pages faul
 from __future__ import annotations
 
 import collections
-import threading
 from typing import Any, Callable, Deque, Dict, Sequence, Tuple
 
 import numpy as np

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from ._encode.scalar import scalar_event
 from ._handoff import Handoff
@@ -242,5 +242,3 @@ def _after_fork_in_child() -> None:
 atexit.register(_drain_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-EncodeFn = Callable[..., List[bytes]]

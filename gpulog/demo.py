@@ -8,7 +8,6 @@ import time
 
 
 def run_demo(logdir: str, steps: int, device: str | None) -> int:
-    import numpy as np
     import torch
 
     import gpulog

@@ -25,7 +25,6 @@ from ._encode import text as enc_text
 from .file_writer import FileWriter, to_step, to_walltime
 
 Number = Union[int, float]
-_stage_scalar = None  # set lazily to _reduce.scalar.stage (imports torch)
 
 
 class SummaryWriter:

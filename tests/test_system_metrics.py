@@ -6,7 +6,6 @@ import types
 import warnings
 
 import pytest
-import torch
 
 import gpulog
 from gpulog import system_metrics as sm

@@ -90,7 +90,6 @@ def test_multiline_and_margin_helpers(twin):
 
 
 def test_hparams_matches_torch_except_bools(twin):
-    from tensorboard.plugins.hparams import plugin_data_pb2
 
     def calls(w):
         w.add_hparams({"lr": 0.1, "bsize": 32, "opt": "adam", "none": None},

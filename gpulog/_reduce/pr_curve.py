@@ -41,14 +41,22 @@ def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[to
     return tp[:n], fp[:n]
 
 
+def _integral(labels: torch.Tensor) -> bool:
+    return labels.dtype in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def buckets_native(pred: torch.Tensor, labels: torch.Tensor, n: int, nthreads: int
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """float32 predictions, 0/1 labels, no weights: one fused pass (gpulog/_native.c)."""
+                   ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """float32 predictions, integer labels, no weights: one fused pass (gpulog/_native.c);
+    None when a label is not 0 or 1."""
     counts = np.zeros(2 * n, dtype=np.int64)
-    native().pr_binary(pred.contiguous().numpy(), labels.to(torch.uint8).contiguous().numpy(),
-                       counts, n, nthreads)
-    both = torch.from_numpy(counts.reshape(n, 2).astype(np.float64))
-    return both[:, 1].contiguous(), both[:, 0].contiguous()
+    lab = labels.contiguous().numpy()
+    if lab.dtype == np.bool_:
+        lab = lab.view(np.uint8)
+    if not native().pr_binary(pred.contiguous().numpy(), lab, counts, n, nthreads):
+        return None
+    both = counts.reshape(n, 2).astype(np.float64)
+    return torch.from_numpy(both[:, 1].copy()), torch.from_numpy(both[:, 0].copy())
 
 
 def _binary(labels: torch.Tensor) -> bool:
@@ -106,10 +114,12 @@ def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weight
             fn = kernel.buckets
         return finish(enc.pr_curve, args, (pred.reshape(-1), lab.reshape(-1), w if w is None else w.reshape(-1)),
                       lambda t: fn(t[0], t[1], t[2], n), snapshot=False)
-    if w is None and pred.dtype == torch.float32 and native() is not None and _binary(lab):
-        # A fused counting pass in the caller is cheaper than copying the inputs (see histogram).
-        tp, fp = buckets_native(pred.reshape(-1), lab.reshape(-1), n, max(1, torch.get_num_threads()))
-        return Prepared(enc.pr_curve, args, 0, Ready((tp, fp)))
+    if w is None and pred.dtype == torch.float32 and native() is not None and _integral(lab):
+        # A fused counting pass in the caller is cheaper than copying the inputs (see histogram);
+        # it checks the labels are 0/1 itself, so no torch op runs first.
+        counted = buckets_native(pred.reshape(-1), lab.reshape(-1), n, max(1, torch.get_num_threads()))
+        if counted is not None:
+            return Prepared(enc.pr_curve, args, 0, Ready(counted))
     host = (pred.reshape(-1), lab.reshape(-1), None if w is None else w.reshape(-1))
     return finish(enc.pr_curve, args, host, lambda t: buckets_chunked(t[0], t[1], t[2], n))
 
@@ -122,7 +132,9 @@ def buckets_chunked(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[
     """CPU path: :func:`buckets_torch` over cache-sized chunks (small, reused temporaries)."""
     binary = weights is None and _binary(labels)
     if binary and pred.dtype == torch.float32 and native() is not None:
-        return buckets_native(pred, labels, n, threads())
+        counted = buckets_native(pred, labels, n, threads())
+        if counted is not None:
+            return counted
     tp = torch.zeros(n, dtype=torch.float64)
     fp = torch.zeros(n, dtype=torch.float64)
     for i in range(0, pred.numel(), CHUNK):

@@ -141,3 +141,12 @@ def test_mesh_pack_two_way():
     ker = k_mesh.pack([p.to(DEV) for p in parts])[0]
     oracle = np.concatenate([p.numpy().astype(np.float32).ravel() for p in parts])
     assert np.array_equal(ref.cpu().numpy(), oracle) and np.array_equal(ker.cpu().numpy(), oracle)
+
+
+def test_native_pr_declines_non_binary_labels():
+    if r_pr.native() is None:
+        pytest.skip("native extension not built")
+    preds = torch.rand(1000)
+    assert r_pr.buckets_native(preds, torch.randint(0, 3, (1000,)), 127, 1) is None
+    tp, fp = r_pr.buckets_native(preds, torch.randint(0, 2, (1000,)).bool(), 127, 2)
+    assert float(tp.sum() + fp.sum()) == 1000
