@@ -18,6 +18,9 @@ Every rank makes the same sequence of ``add_*`` calls; rank 0 alone writes files
   (``init_process_group(timeout=...)``) fires; gpulog then raises :class:`DistributedError`.
 * Other summaries (images, text, audio, ...) are logged from rank 0's arguments; other ranks
   return at once.  Without ``distributed=True`` no collective is ever issued.
+* Histogram bins: 'tensorflow' and explicit edges are fixed; int bins take the global range (one
+  small synchronous collective at the call); numpy's estimators gather all ranks' values at the
+  call, so the edges equal those of one process on the concatenated data.
 
 Cost per sync point: one 32-byte CPU all_reduce, plus two all_reduces whose size is the sum of the
 pending items (8 bytes per scalar, ~12 KiB per 'tensorflow' histogram, 16·n bytes per PR curve).
@@ -157,15 +160,14 @@ class RankContext:
         x = red._as_tensor(values)
         if x.dtype == torch.bool:
             x = x.to(torch.uint8)
-        if isinstance(bins, str) and bins != "tensorflow":
-            raise ValueError(f"bins={bins!r} needs every rank's data to estimate widths; with "
-                             "distributed=True use 'tensorflow', an int or explicit edges")
         x = x.to(self.device)
-        if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if isinstance(bins, str) and bins != "tensorflow":
+            edges = self._gathered_edges(x, bins)
+        elif isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
             edges = self._global_int_edges(x, int(bins))
         else:
             edges, _ = red._edges_for(x, bins)
-        tensorflow = isinstance(bins, str)
+        tensorflow = isinstance(bins, str) and bins == "tensorflow"
         counts, stats = red.reduce_torch(x, edges, tensorflow)
         finite = x[~torch.isnan(x.double())] if x.is_floating_point() else x
         has_nan = (x.numel() - finite.numel()) if x.is_floating_point() else 0
@@ -192,6 +194,26 @@ class RankContext:
         if not math.isfinite(lo):
             raise ValueError("add_histogram: no rank has a finite value to bin")
         return np.histogram_bin_edges(np.array([lo, hi]), bins=bins)
+
+    def _gathered_edges(self, x: torch.Tensor, bins: str) -> np.ndarray:
+        """numpy's estimators ('auto', 'fd', ...) see quantiles of all the data: gather it (two
+        synchronous collectives at this call, the price of those bins) and build the edges
+        every rank then shares."""
+        local = x.detach().double().reshape(-1).cpu()
+        sizes = torch.tensor([local.numel()], dtype=torch.int64)
+        all_sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
+        self._collective(self.dist.all_gather, all_sizes, sizes, group=self.cpu_group)
+        longest = int(max(int(t) for t in all_sizes))
+        padded = torch.zeros(longest, dtype=torch.float64)
+        padded[:local.numel()] = local
+        parts = [torch.empty(longest, dtype=torch.float64) for _ in range(self.world)]
+        self._collective(self.dist.all_gather, parts, padded, group=self.cpu_group)
+        data = torch.cat([p[:int(n)] for p, n in zip(parts, all_sizes)]).numpy()
+        try:
+            return np.histogram_bin_edges(data, bins=bins)
+        except ValueError as err:
+            raise ValueError(f"add_histogram: cannot build bins={bins!r} for this data "
+                             f"(NaN or infinite values need explicit edges): {err}") from err
 
     def add_pr_curve(self, writer: Any, tag: str, labels: Any, predictions: Any, step: Optional[int],
                      wall: float, num_thresholds: int, weights: Any) -> None:

@@ -35,6 +35,8 @@ def log_all(w, rank: int, steps: int = 3, distributed: bool = True) -> None:
             w.add_scalars("grp", {"a": scalar(rank, step), "b": -scalar(rank, step)}, step)
         w.add_histogram("h", data(rank, step), step)
         w.add_histogram("h_int_bins", data(rank, step), step, bins=7)
+        if distributed:
+            w.add_histogram("h_auto", data(rank, step), step, bins="auto")
         labels, preds = pr_inputs(rank, step)
         w.add_pr_curve("pr", labels, preds, step)
         w.add_text("note", f"written by rank {rank}", step)
