@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
-# One GPU check (< 5 min): the CUDA tests (kernels at full size, sync-free add_*), then the GPU
-# benchmarks; summary table last.  Run from the repository root on a machine with CUDA.
+# One GPU check (< 5 min): the CUDA tests (kernels at full size, no device sync inside any add_*
+# under both backends, coalesced scalar copies), then the GPU benchmarks; summary table last.
+# Run from the repository root on a machine with CUDA.
+#
+# The device image (Python 3.12) lacks google-crc32c and tensorboardX; carry them as wheels in
+# .whl/ (ignored by git), e.g. from the repository root here:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl google-crc32c tensorboardX
+# and name .whl in the device tool's `carry`.  Without them gpulog falls back to a slow pure-Python
+# CRC (it warns) and the benchmark table has no tbx column.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || python3 -m pip install -q -e .
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
-timeout 150 pytest -q -x tests/kernels tests/test_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
-timeout 120 python3 -m benchmarks --device cuda --quick --out "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu_bench.log" | tail -25
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+timeout 150 pytest -q -x tests/kernels tests/test_cuda.py tests/test_system_metrics.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
+timeout 120 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
+  --out "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu_bench.log" | tail -30

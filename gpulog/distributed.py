@@ -169,13 +169,13 @@ class RankContext:
             edges, _ = red._edges_for(x, bins)
         tensorflow = isinstance(bins, str) and bins == "tensorflow"
         counts, stats = red.reduce_torch(x, edges, tensorflow)
-        finite = x[~torch.isnan(x.double())] if x.is_floating_point() else x
-        has_nan = (x.numel() - finite.numel()) if x.is_floating_point() else 0
-        big = torch.tensor(float("inf"), dtype=torch.float64, device=self.device)
-        mx = finite.double().max() if finite.numel() else -big
-        mn = finite.double().min() if finite.numel() else big
-        sum_part = torch.cat([counts.double(), stats[2:5],
-                              torch.tensor([float(has_nan)], dtype=torch.float64, device=self.device)])
+        # Masked reductions, not boolean indexing: indexing would sync a CUDA device.
+        x64 = x.double()
+        nan = torch.isnan(x64)
+        inf = float("inf")
+        mx = torch.where(nan, torch.full_like(x64, -inf), x64).max()
+        mn = torch.where(nan, torch.full_like(x64, inf), x64).min()
+        sum_part = torch.cat([counts.double(), stats[2:5], nan.sum().double().reshape(1)])
         max_part = torch.stack([mx, -mn])
         self._queue(writer, _Entry("histogram", tag, step, wall, "hist", sum_part, max_part,
                                    (edges, max_bins)))

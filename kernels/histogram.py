@@ -77,6 +77,6 @@ def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True) -> Tuple
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=x.device)
     stats = torch.stack([torch.where(any_nan, nan, part[:, 0].min()),
                          torch.where(any_nan, nan, part[:, 1].max()),
-                         torch.tensor(float(n), dtype=torch.float64, device=x.device),
+                         torch.full((), float(n), dtype=torch.float64, device=x.device),
                          part[:, 2].sum(), part[:, 3].sum()])
     return counts[1:len(edges)], stats

@@ -11,7 +11,9 @@ from tbcompare import accumulate
 pytestmark = pytest.mark.cuda
 
 
-def test_add_calls_do_not_synchronise(tmp_path):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_add_calls_do_not_synchronise(tmp_path, monkeypatch, backend):
+    monkeypatch.setenv("GPULOG_BACKEND", backend)  # Triton kernels, then the torch fallback
     d = "cuda"
     x = torch.randn(1 << 20, device=d)
     w = gpulog.SummaryWriter(tmp_path)

@@ -126,12 +126,21 @@ def _tf_reduce_chunked(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, tor
         c.bitwise_and_(N_CELLS - 1)
         b = torch.index_select(table.base, 0, c, out=idx[:m])
         b.add_(torch.ge(xc, torch.index_select(table.threshold, 0, c, out=thr[:m]), out=ge[:m]))
-        counts += torch.bincount(b, minlength=n_edges + 1)
+        _count_into(counts, b)
         d = x64[:m]
         d.copy_(xc)
         s += d.sum()
         ss += torch.dot(d, d)
     return counts, s, ss
+
+
+def _count_into(counts: torch.Tensor, idx: torch.Tensor) -> None:
+    """counts[i] += number of idx == i.  ``bincount`` on CUDA reads the maximum back to size its
+    output (a device sync), so CUDA adds ones with ``index_add_`` instead."""
+    if idx.is_cuda:
+        counts.index_add_(0, idx.long(), torch.ones_like(idx, dtype=counts.dtype))
+    else:
+        counts += torch.bincount(idx, minlength=counts.numel())
 
 
 def _minmax(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +174,7 @@ def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[
     if tf_float and not x.is_cuda and native() is not None:
         return reduce_native(x, n_edges)  # one fused pass, min/max included
     mn, mx = _minmax(x)
-    num = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
+    num = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)  # no host copy
     if tf_float:
         counts, s, ss = _tf_reduce_chunked(x, n_edges)
         return counts[1:n_edges], torch.stack([mn, mx, num, s, ss])
@@ -174,8 +183,9 @@ def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[
     idx = torch.bucketize(x64, e, right=True)
     idx = torch.where(x64 == e[-1], torch.full_like(idx, n_edges - 1), idx)
     idx = torch.where(torch.isnan(x64), torch.full_like(idx, n_edges), idx)
-    counts = torch.bincount(idx, minlength=n_edges + 1)[1:n_edges]
-    return counts, torch.stack([mn, mx, num, x64.sum(), torch.dot(x64, x64)])
+    counts = torch.zeros(n_edges + 1, dtype=torch.int64, device=x.device)
+    _count_into(counts, idx)
+    return counts[1:n_edges], torch.stack([mn, mx, num, x64.sum(), torch.dot(x64, x64)])
 
 
 def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
