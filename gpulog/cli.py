@@ -14,7 +14,7 @@ def _kind(v: object) -> str:
     return kind
 
 
-def inspect_rows(logdir: str) -> List[Tuple[str, str, str, int, int, str]]:
+def inspect_rows(logdir: str) -> List[Tuple[str, str, str, object, object, object]]:
     """(run, tag, kind, count, last step, last value) for every tag of every run."""
     from .reader import iter_events, runs
     rows = []

@@ -218,10 +218,11 @@ class RankContext:
     def add_pr_curve(self, writer: Any, tag: str, labels: Any, predictions: Any, step: Optional[int],
                      wall: float, num_thresholds: int, weights: Any) -> None:
         from ._reduce import pr_curve as red
-        prep_args = red.validate(labels, predictions, weights)
-        pred, lab, w = (t.to(self.device) if t is not None else None for t in prep_args)
+        pred, lab, w = red.validate(labels, predictions, weights)
+        pred, lab = pred.to(self.device).reshape(-1), lab.to(self.device).reshape(-1)
+        w = None if w is None else w.to(self.device).reshape(-1)
         n = min(int(num_thresholds), enc_pr_curve.MAX_THRESHOLDS)
-        tp, fp = red.buckets_torch(pred.reshape(-1), lab.reshape(-1), None if w is None else w.reshape(-1), n)
+        tp, fp = red.buckets_torch(pred, lab, w, n)
         self._queue(writer, _Entry("pr_curve", tag, step, wall, "sum", torch.cat([tp, fp]), None,
                                    (num_thresholds, n)))
 

@@ -10,7 +10,7 @@ import os
 import socket
 import time
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -67,7 +67,8 @@ class SummaryWriter:
         fw = self.file_writer
         if fw is None:
             if self._dist is not None and not self._dist.is_writer:
-                fw = self._dist.null_writer(self.log_dir)
+                # Non-zero ranks: a stand-in with FileWriter's methods that creates nothing.
+                fw = cast(FileWriter, self._dist.null_writer(self.log_dir))
             else:
                 fw = FileWriter(self.log_dir, self.max_queue, self.flush_secs, self.filename_suffix,
                                 _purge_step=self.purge_step)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import io
 import math
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from .._proto import messages as m
 
 
-def _draw_boxes(image: "object", boxes: np.ndarray, labels: Optional[Sequence[str]]) -> None:
+def _draw_boxes(image: Any, boxes: np.ndarray, labels: Optional[Sequence[str]]) -> None:
     from PIL import ImageDraw, ImageFont
     font = ImageFont.load_default()
     draw = ImageDraw.Draw(image)

@@ -192,7 +192,8 @@ def parse_value(buf: bytes) -> Value:
     elif 5 in f:
         h = fields(f[5][-1])  # type: ignore[arg-type]
         v.kind = "histogram"
-        v.histogram = Histogram(*(_double(_first(h, i, b"")) for i in range(1, 6)),
+        mn, mx, num, total, squares = (_double(_first(h, i, b"")) for i in range(1, 6))
+        v.histogram = Histogram(mn, mx, num, total, squares,
                                 bucket_limit=_unpack_fixed(h.get(6, []), "<f8", 8),
                                 bucket=_unpack_fixed(h.get(7, []), "<f8", 8))
     elif 4 in f:
