@@ -303,6 +303,31 @@ class RankContext:
             self.inflight = []
 
 
+def sync_at_exit(writer: Any) -> Any:
+    """A script that ends without close() still gets its pending reductions written: every rank
+    settles its last sync point at interpreter exit (before the writer thread drains, as atexit
+    runs later-registered hooks first).  The hook holds the writer until ``close()`` unregisters
+    it — a writer dropped without close() must not take its pending reductions with it.
+    Skipped, with a warning, if the process group is already gone."""
+    import atexit
+
+    def settle() -> None:
+        dist = writer._dist
+        if dist is None or writer.all_writers is None:
+            return
+        if not dist.dist.is_initialized():
+            if dist.pending or dist.prev is not None:
+                import warnings
+                warnings.warn("gpulog: the process group was destroyed before the distributed "
+                              "SummaryWriter was closed; its last pending reductions are lost. "
+                              "Call writer.close() before destroy_process_group().", RuntimeWarning)
+            return
+        writer.flush()
+
+    atexit.register(settle)
+    return settle
+
+
 class _Reduced:
     """Waits (on the writer thread) for the packed collectives, then hands host arrays over."""
 

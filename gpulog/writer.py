@@ -50,11 +50,11 @@ class SummaryWriter:
         self.max_queue, self.flush_secs, self.filename_suffix = max_queue, flush_secs, filename_suffix
         self.file_writer: Optional[FileWriter] = None
         self.all_writers: Optional[Dict[str, FileWriter]] = None
-        self._hist_edges: Optional[np.ndarray] = None
         self._dist = None
         if distributed:
             from .distributed import RankContext
             self._dist = RankContext.from_process_group(distributed_sync_secs)
+        self._exit_hook: Any = None
         self._get_file_writer()
         self._sampler = None
         if system_metrics:
@@ -75,6 +75,9 @@ class SummaryWriter:
             self.purge_step = None
             self.file_writer = fw
             self.all_writers = {fw.get_logdir(): fw}
+            if self._dist is not None and self._exit_hook is None:
+                from .distributed import sync_at_exit
+                self._exit_hook = sync_at_exit(self)
         return fw
 
     def get_logdir(self) -> str:
@@ -377,6 +380,9 @@ class SummaryWriter:
             self._sampler = None
         if self._dist is not None and self.all_writers is not None:
             self._dist.sync(self, final=True)
+            import atexit
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         writers, self.all_writers, self.file_writer = self.all_writers or {}, None, None
         errors = []
         for fw in writers.values():

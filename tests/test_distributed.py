@@ -107,3 +107,20 @@ def test_dead_rank_raises_instead_of_hanging(tmp_path):
     assert time.time() - t < 60
     assert "DistributedError" in results[0].get("error", ""), results
     assert "timeout" in results[0]["error"]
+
+
+def test_exit_without_close_still_writes_the_last_reductions(tmp_path):
+    # Plain interpreters, as torchrun starts them (mp.spawn children skip atexit via os._exit).
+    import subprocess
+    import sys
+    logdir, out = tmp_path / "logs", tmp_path / "out"
+    out.mkdir()
+    port = _port()
+    code = ("import sys; sys.path.insert(0, {tests!r}); import dist_worker; "
+            "dist_worker.run({rank}, 2, {port}, {logdir!r}, 'no-close', {out!r})")
+    procs = [subprocess.Popen([sys.executable, "-c", code.format(
+        tests=os.path.dirname(__file__), rank=r, port=port, logdir=str(logdir), out=str(out))])
+        for r in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    from gpulog.reader import read_scalars
+    assert read_scalars(logdir)["loss"] == [(0, 0.5), (1, 1.5)]
