@@ -303,29 +303,60 @@ class RankContext:
             self.inflight = []
 
 
+_unsettled: "Dict[int, Any]" = {}  # id -> distributed SummaryWriter not yet closed
+
+
+def _settle(writer: Any) -> None:
+    dist = writer._dist
+    if dist is None or writer.all_writers is None:
+        return
+    if not dist.dist.is_initialized():
+        if dist.pending or dist.prev is not None:
+            import warnings
+            warnings.warn("gpulog: the process group was destroyed before the distributed "
+                          "SummaryWriter was closed; its last pending reductions are lost. "
+                          "Call writer.close() before destroy_process_group().", RuntimeWarning)
+        return
+    writer.flush()
+
+
+def _install_destroy_hook(dist: Any) -> None:
+    """Settle unclosed writers inside ``destroy_process_group()``, which every rank calls at the
+    same point of the script, so the collectives still match (code that imported the function
+    by name before gpulog did keeps the original and relies on the exit hook instead)."""
+    original = dist.destroy_process_group
+    if getattr(original, "__gpulog_wrapped__", False):
+        return
+
+    def destroy_process_group(group: Any = None) -> Any:
+        if group is None or group is dist.GroupMember.WORLD:
+            for writer in list(_unsettled.values()):
+                _settle(writer)
+        return original(group)
+
+    destroy_process_group.__gpulog_wrapped__ = True  # type: ignore[attr-defined]
+    destroy_process_group.__doc__ = original.__doc__
+    dist.destroy_process_group = destroy_process_group
+
+
 def sync_at_exit(writer: Any) -> Any:
     """A script that ends without close() still gets its pending reductions written: every rank
-    settles its last sync point at interpreter exit (before the writer thread drains, as atexit
-    runs later-registered hooks first).  The hook holds the writer until ``close()`` unregisters
-    it — a writer dropped without close() must not take its pending reductions with it.
-    Skipped, with a warning, if the process group is already gone."""
+    settles its last sync point in ``destroy_process_group()`` or, failing that, at interpreter
+    exit (before the writer thread drains, as atexit runs later-registered hooks first).  The
+    writer is held until ``close()`` unregisters it, so dropping it does not lose pending data."""
     import atexit
+    _install_destroy_hook(writer._dist.dist)
+    _unsettled[id(writer)] = writer
 
     def settle() -> None:
-        dist = writer._dist
-        if dist is None or writer.all_writers is None:
-            return
-        if not dist.dist.is_initialized():
-            if dist.pending or dist.prev is not None:
-                import warnings
-                warnings.warn("gpulog: the process group was destroyed before the distributed "
-                              "SummaryWriter was closed; its last pending reductions are lost. "
-                              "Call writer.close() before destroy_process_group().", RuntimeWarning)
-            return
-        writer.flush()
+        _settle(writer)
+
+    def unregister() -> None:
+        _unsettled.pop(id(writer), None)
+        atexit.unregister(settle)
 
     atexit.register(settle)
-    return settle
+    return unregister
 
 
 class _Reduced:

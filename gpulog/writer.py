@@ -380,9 +380,9 @@ class SummaryWriter:
             self._sampler = None
         if self._dist is not None and self.all_writers is not None:
             self._dist.sync(self, final=True)
-            import atexit
-            atexit.unregister(self._exit_hook)
-            self._exit_hook = None
+            if self._exit_hook is not None:
+                self._exit_hook()  # unregister: nothing is pending any more
+                self._exit_hook = None
         writers, self.all_writers, self.file_writer = self.all_writers or {}, None, None
         errors = []
         for fw in writers.values():

@@ -68,12 +68,14 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
             if rank == 1:
                 os._exit(0)          # dies without a word; rank 0 must not wait forever
             w.add_scalar("loss", 2.0, 1)
-        elif scenario == "no-close":
+        elif scenario in ("no-close", "no-close-destroy"):
             w.add_scalar("loss", float(rank), 0)
             w.add_scalar("loss", float(rank) + 1, 1)
             with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
                 json.dump(result, f)
-            return  # no close(), no destroy: interpreter exit must still sync and write
+            if scenario == "no-close-destroy":
+                dist.destroy_process_group()  # the usual end of a DDP script, without w.close()
+            return  # otherwise interpreter exit must still sync and write
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)

