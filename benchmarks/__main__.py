@@ -193,10 +193,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(b.tmp, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pinned = torch.cuda.memory_stats().get("host_alloc_size", 0) if args.device == "cuda" else 0
+    pinned = 0
+    if args.device == "cuda" and hasattr(torch.cuda, "host_memory_stats"):
+        stats = torch.cuda.host_memory_stats()  # pinned (host) allocator; key names vary by version
+        pinned = stats.get("allocated_bytes.peak", stats.get("reserved_bytes.peak", 0))
     print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
           f"device {args.device}{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else ''}; "
-          f"peak RSS {peak:.0f} MiB; pinned {pinned / 2**20:.1f} MiB\n")
+          f"peak RSS {peak:.0f} MiB; peak pinned host memory {pinned / 2**20:.1f} MiB\n")
     print(b.table())
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:

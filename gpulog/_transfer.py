@@ -20,7 +20,7 @@ import torch
 
 
 class DeviceStaged:
-    __slots__ = ("_device_tensors", "_pinned", "_event")
+    __slots__ = ("_device_tensors", "_pinned", "_event", "nbytes")
 
     def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
         tensors = [t.detach().contiguous() for t in tensors]
@@ -32,6 +32,9 @@ class DeviceStaged:
         self._event = torch.cuda.Event()
         self._event.record(stream)
         self._device_tensors = tensors
+        # Counted against the hand-off's byte cap: producers that outrun the writer wait, so
+        # pinned memory stays bounded.
+        self.nbytes = sum(p.numel() * p.element_size() for p in self._pinned)
 
     def result(self) -> Tuple[np.ndarray, ...]:
         self._event.synchronize()

@@ -82,7 +82,8 @@ def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
     ``snapshot=False`` only when ``x`` is already a private copy.
     """
     if _on_cuda(x):
-        return Prepared(encode, tuple(args), 0, _transfer.DeviceStaged(reduce(x)))
+        staged = _transfer.DeviceStaged(reduce(x))
+        return Prepared(encode, tuple(args), staged.nbytes, staged)
     pooled: Tuple[torch.Tensor, ...] = ()
     if snapshot:
         x = _snapshot(x)
