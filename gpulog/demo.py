@@ -26,7 +26,8 @@ def run_demo(logdir: str, steps: int, device: str | None) -> int:
     model = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
                                 torch.nn.ReLU(), torch.nn.Linear(64, 1)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    w = gpulog.SummaryWriter(logdir)
+    # System metrics every second (GPU ones from NVML when a GPU is visible; host ones always).
+    w = gpulog.SummaryWriter(logdir, system_metrics=True, system_metrics_interval=1.0)
     w.add_text("about", "gpulog demo: a small MLP on two moons, logged by **gpulog**", 0)
     w.add_custom_scalars_multilinechart(["loss", "accuracy"], category="training", title="curves")
     start = time.perf_counter()
@@ -42,7 +43,7 @@ def run_demo(logdir: str, steps: int, device: str | None) -> int:
             with torch.no_grad():
                 probs = torch.sigmoid(model(xs).squeeze(1))
             w.add_scalar("accuracy", ((probs > 0.5).float() == ys).float().mean(), step)
-            w.add_scalars("lr_and_loss", {"lr": opt.param_groups[0]["lr"], "loss": float(loss)}, step)
+            w.add_scalars("lr_and_loss", {"lr": opt.param_groups[0]["lr"], "loss": loss.detach()}, step)
             for name, p in model.named_parameters():
                 w.add_histogram(name, p, step)
             w.add_pr_curve("pr", ys, probs, step)

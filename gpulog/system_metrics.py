@@ -28,6 +28,8 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 Sample = Dict[str, float]
+# NvmlSource() <- default_sources() <- start_sampler() <- SummaryWriter() <- the user's line
+_USER_LEVEL = 5
 
 
 class NvmlSource:
@@ -44,10 +46,10 @@ class NvmlSource:
             self.available = bool(self.handles)
             if not self.handles:
                 warnings.warn("gpulog system metrics: NVML found no usable GPU; logging host metrics only",
-                              RuntimeWarning, stacklevel=3)
+                              RuntimeWarning, stacklevel=_USER_LEVEL)
         except Exception as err:  # ImportError, NVMLError (no driver), …
             warnings.warn(f"gpulog system metrics: NVML unavailable ({err}); logging host metrics only",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=_USER_LEVEL)
 
     def _visible_handles(self) -> List[Any]:
         nv = self.nvml

@@ -93,6 +93,7 @@ def test_demo_runs_and_logs_every_kind(tmp_path):
     assert tags["histograms"] and tags["images"] and tags["audio"]
     assert any(t.endswith("_VERTEX") for t in tags["tensors"]) and "pr" in tags["tensors"]
     assert (tmp_path / "demo" / "projector_config.pbtxt").exists()
+    assert any(t.startswith("system/host/") for t in tags["scalars"])
 
 
 def test_bench_cli_runs_quick_scalars(tmp_path):
