@@ -41,10 +41,6 @@ def f_varint(field: int, n: int) -> bytes:
     return key(field, VARINT) + varint(int(n)) if n else b""
 
 
-def f_bool(field: int, b: bool) -> bytes:
-    return key(field, VARINT) + b"\x01" if b else b""
-
-
 def f_double(field: int, x: float) -> bytes:
     # proto3 omits +0.0 only (-0.0 has a sign bit and is written).
     return key(field, I64) + _pack_d(x) if x or _pack_d(x) != b"\0" * 8 else b""

@@ -92,13 +92,6 @@ def cell_table(device: str = "cpu") -> CellTable:
 CHUNK = 1 << 18  # CPU elements per step: temporaries stay in cache and are reused (no page faults)
 
 
-def tf_bins_torch(x: torch.Tensor) -> torch.Tensor:
-    """Shifted bin index (0 = below, 1..1548 = bins, 1549 = above/NaN) of float32 values."""
-    table = cell_table(str(x.device))
-    cell = ((x.view(torch.int32) >> CELL_SHIFT) & (N_CELLS - 1)).long()
-    return table.base[cell] + (x >= table.threshold[cell])
-
-
 def _tf_reduce_chunked(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shifted counts [n_edges + 1], sum and sum of squares, chunk by chunk into reused buffers.
 
