@@ -19,6 +19,17 @@ import numpy as np
 import torch
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host → CUDA without a sync: a plain copy from pageable memory synchronises, so go through
+    pinned memory with ``non_blocking`` (torch's caching host allocator keeps the pinned block
+    until the copy has finished, so it may be dropped at once)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class DeviceStaged:
     __slots__ = ("_device_tensors", "_pinned", "_event", "nbytes")
 

@@ -130,7 +130,8 @@ class RankContext:
             if value.numel() != 1:
                 raise ValueError(f"{name} must hold exactly one element, got shape {tuple(value.shape)}")
             return value.detach().reshape(1).to(self.device, torch.float64, copy=True)
-        return torch.tensor([_convert.scalar(value, name)], dtype=torch.float64, device=self.device)
+        # A device-side fill: a host scalar copied to a CUDA device would sync.
+        return torch.full((1,), _convert.scalar(value, name), dtype=torch.float64, device=self.device)
 
     def add_scalar(self, writer: Any, tag: str, value: Any, step: Optional[int], wall: float,
                    reduce: Optional[str], new_style: bool, double_precision: bool,

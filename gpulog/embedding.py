@@ -77,7 +77,8 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
             raise ValueError(f"label_img must be [N, C, H, W] with C = 1 or 3, got {tuple(img.shape)}")
         if img.shape[0] != m.shape[0]:
             raise ValueError(f"label_img has {img.shape[0]} images but mat has {m.shape[0]} rows")
-        sprite = _sprite_torch(img.to(m.device) if m.is_cuda else img.cpu())
+        from ._transfer import to_device
+        sprite = _sprite_torch(to_device(img, m.device) if m.is_cuda else img.cpu())
         dims = [int(img.shape[3]), int(img.shape[2])]
     step = step or 0
     subdir = f"{str(step).zfill(5)}/{encode_tag(tag)}"

@@ -74,7 +74,7 @@ def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True) -> Tuple
     with device_of(x):
         _kernel()[(programs,)](x, n, table.base, table.threshold, counts, part, BLOCK=BLOCK, NB=NB)
     any_nan = part[:, 4].sum() > 0
-    nan = torch.tensor(float("nan"), dtype=torch.float64, device=x.device)
+    nan = torch.full((), float("nan"), dtype=torch.float64, device=x.device)  # a fill, not a copy
     stats = torch.stack([torch.where(any_nan, nan, part[:, 0].min()),
                          torch.where(any_nan, nan, part[:, 1].max()),
                          torch.full((), float(n), dtype=torch.float64, device=x.device),

@@ -76,3 +76,27 @@ def test_side_stream_values_are_right(tmp_path):
     assert acc.Scalars("side")[0].value == 2.0 * (1 << 20)
     assert acc.Histograms("h")[0].histogram_value.min == 2.0
     assert acc.Scalars("main")[0].value == 1.0
+
+
+def test_first_calls_in_a_fresh_process_do_not_synchronise(tmp_path):
+    """Caches (cell tables, kernels, pinned pools) are cold in a new process: no sync there either."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent(f"""
+        import torch, gpulog
+        w = gpulog.SummaryWriter({str(tmp_path)!r})
+        x = torch.randn(1 << 16, device="cuda")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        w.add_scalar("s", x[0], 1)
+        w.add_histogram("h", x, 1)
+        w.add_histogram("hi", (x * 10).int(), 1)
+        w.add_pr_curve("pr", (x > 0).int(), torch.rand(1 << 16, device="cuda"), 1, weights=torch.ones(1 << 16))
+        w.add_image("i", torch.rand(3, 8, 8, device="cuda"), 1)
+        torch.cuda.set_sync_debug_mode("default")
+        w.close()
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip().endswith("ok"), r.stderr[-3000:]

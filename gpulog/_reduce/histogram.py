@@ -23,7 +23,7 @@ import torch
 
 from .. import _convert
 from .._encode import histogram as enc
-from .._transfer import Ready
+from .._transfer import Ready, to_device
 from ._backend import Prepared, finish, native, threads, use_triton
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
@@ -86,7 +86,8 @@ def cell_table(device: str = "cpu") -> CellTable:
     top = reference_bins(as_f((start + step * hi).astype(np.uint32)), edges)
     assert np.all(top[split] == bmin[split] + 1), "a cell holds more than one edge"
     base = np.where(nan, len(edges), bmin).astype(np.int32)  # NaN cells: never counted
-    return CellTable(torch.from_numpy(base).to(device), torch.from_numpy(threshold).to(device))
+    dev = torch.device(device)
+    return CellTable(to_device(torch.from_numpy(base), dev), to_device(torch.from_numpy(threshold), dev))
 
 
 CHUNK = 1 << 18  # CPU elements per step: temporaries stay in cache and are reused (no page faults)
@@ -172,7 +173,7 @@ def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[
         counts, s, ss = _tf_reduce_chunked(x, n_edges)
         return counts[1:n_edges], torch.stack([mn, mx, num, s, ss])
     x64 = x.double()
-    e = torch.from_numpy(np.asarray(edges, dtype=np.float64)).to(x.device)
+    e = to_device(torch.from_numpy(np.asarray(edges, dtype=np.float64)), x.device)
     idx = torch.bucketize(x64, e, right=True)
     idx = torch.where(x64 == e[-1], torch.full_like(idx, n_edges - 1), idx)
     idx = torch.where(torch.isnan(x64), torch.full_like(idx, n_edges), idx)

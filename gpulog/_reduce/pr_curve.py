@@ -17,7 +17,7 @@ import torch
 from .. import _convert
 from .._encode import pr_curve as enc
 from .._encode.pr_curve import MAX_THRESHOLDS
-from .._transfer import Ready
+from .._transfer import Ready, to_device
 from ._backend import Prepared, finish, native, threads, use_triton
 
 
@@ -90,7 +90,7 @@ def validate(labels: Any, predictions: Any, weights: Any
         raise TypeError(f"add_pr_curve: labels must be bool, int or float, got {lab.dtype}")
     w = None
     if weights is not None:
-        w = _tensor(weights, "weights").to(pred.device)
+        w = to_device(_tensor(weights, "weights"), pred.device)
         try:
             w = w.expand(pred.shape)
         except RuntimeError as err:
