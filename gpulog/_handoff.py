@@ -84,7 +84,3 @@ class Handoff:
     def notify_space(self) -> None:
         with self._space:
             self._space.notify_all()
-
-    @property
-    def pending_bytes(self) -> int:
-        return self._bytes

@@ -49,11 +49,6 @@ class Sink:
         self.last_write = time.monotonic()
         self.pid = os.getpid()
 
-    def write_now(self, record: bytes) -> None:
-        """Synchronous write, used only for the header written by the constructor."""
-        assert self.fd is not None
-        os.write(self.fd, record)
-
     def write_pending(self) -> None:
         if not self.pending or self.fd is None:
             return
@@ -88,7 +83,6 @@ class Engine:
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self._dirty: "dict[int, Sink]" = {}
-        self._stopping = False
 
     # -- caller side ---------------------------------------------------------------------------
     def ensure_started(self) -> None:

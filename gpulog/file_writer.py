@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from . import _worker
 from ._proto import messages as m
-from ._record import event_file_name, frame
+from ._record import event_file_name
 from .errors import WriterError
 
 
@@ -78,16 +78,19 @@ class FileWriter:
     def _open(self, purge_step: Optional[int] = None) -> None:
         path = os.path.join(os.fspath(self._log_dir), event_file_name(self._suffix))
         sink = _worker.Sink(path, self._max_queue, self._flush_secs)
-        now = time.time()
-        # The header is written synchronously so the file is valid and visible at once.
-        header = frame(m.event(now, file_version=m.FILE_VERSION, source_writer=m.WRITER_NAME))
-        if purge_step is not None:
-            header += frame(m.event(now, purge_step, file_version=m.FILE_VERSION))
-            header += frame(m.event(now, purge_step, session_log_status=m.SESSION_START))
-        sink.write_now(header)
         self._engine = _worker.engine()
         self._handoff = self._engine.handoff
         self._engine.ensure_started()
+        # The header goes through the writer like any event (no encoding or I/O on the caller's
+        # thread); it is queued before anything else for this sink, so it is the file's first
+        # record.  Only the open() above runs here, so an unusable directory fails at once.
+        now = time.time()
+        header = [m.event(now, file_version=m.FILE_VERSION, source_writer=m.WRITER_NAME)]
+        if purge_step is not None:
+            header.append(m.event(now, purge_step, file_version=m.FILE_VERSION))
+            header.append(m.event(now, purge_step, session_log_status=m.SESSION_START))
+        for data in header:
+            self._handoff.put_urgent((_worker.OP_EVENT, sink, data))
         self._sink = sink
 
     def _detach_after_fork(self) -> None:

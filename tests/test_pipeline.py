@@ -157,6 +157,7 @@ def test_fork_child_writes_its_own_file(tmp_path):
 
 def test_io_error_is_raised_on_next_call_and_chained(tmp_path):
     w = gpulog.SummaryWriter(tmp_path)
+    w.flush()  # the header is written by the writer thread; let it land before the sabotage
     sink = w.file_writer._sink
     os.close(sink.fd)  # simulate the disk going away under the writer
     sink.fd = os.open(os.devnull, os.O_RDONLY)

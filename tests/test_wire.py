@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
 import pytest
 
 from gpulog._crc32c import crc32c, crc32c_py, mask, masked_crc32c
@@ -58,8 +57,6 @@ def test_varints_match_protobuf_for_edge_values():
         out = []
         encoder._EncodeSignedVarint(out.append, n, True) if n < 0 else encoder._EncodeVarint(out.append, n, True)
         assert wire.varint(n) == b"".join(out)
-    arr = np.array([0, 1, 127, 128, 300, 2**40, -1])
-    assert wire.packed_varints_np(arr) == b"".join(wire.varint(int(v)) for v in arr)
 
 
 def test_framing_round_trip_and_truncation():

@@ -82,29 +82,3 @@ def f_packed_floats(field: int, values: np.ndarray | Sequence[float]) -> bytes:
 
 def f_packed_varints(field: int, values: Iterable[int]) -> bytes:
     return f_bytes(field, b"".join(varint(int(v)) for v in values))
-
-
-def packed_varints_np(values: np.ndarray) -> bytes:
-    """Varint-encode a 1-D integer array (two's complement for negatives), vectorised in numpy."""
-    v = np.ascontiguousarray(values).astype(np.int64).view(np.uint64).ravel()
-    if v.size == 0:
-        return b""
-    if int(v.max()) < 0x80:
-        return v.astype(np.uint8).tobytes()
-    # Number of 7-bit groups for each value, then scatter the groups into one byte array.
-    nbytes = np.ones(v.shape, dtype=np.int64)
-    rest = v >> np.uint64(7)
-    while rest.any():
-        nbytes += rest > 0
-        rest >>= np.uint64(7)
-    ends = np.cumsum(nbytes)
-    out = np.empty(int(ends[-1]), dtype=np.uint8)
-    starts = ends - nbytes
-    cur = v.copy()
-    for g in range(int(nbytes.max())):
-        live = nbytes > g
-        idx = starts[live] + g
-        more = nbytes[live] > g + 1
-        out[idx] = (cur[live] & np.uint64(0x7F)).astype(np.uint8) | (more.astype(np.uint8) << 7)
-        cur >>= np.uint64(7)
-    return out.tobytes()
