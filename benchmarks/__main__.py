@@ -33,6 +33,14 @@ def writers() -> Dict[str, Any]:
     return out
 
 
+def settle() -> None:
+    """Let thread pools left busy by the previous writer go idle before timing the next one.
+
+    numpy's OpenBLAS threads keep spinning for ~0.1 s after a large ``dot`` (torch's and
+    tensorboardX's histograms call one), taking a core from whichever writer is timed next."""
+    time.sleep(0.3)
+
+
 class Bench:
     def __init__(self, device: str, quick: bool) -> None:
         self.device, self.quick = device, quick
@@ -56,6 +64,7 @@ class Bench:
             w = cls(os.path.join(self.tmp, f"{figure}_{name}"), **kw)
             fn(w, -1)  # warm-up (imports, tables, caches)
             w.flush()
+            settle()
             calls = []
             self.sync()
             t0 = time.perf_counter()
