@@ -2,8 +2,10 @@
 
 Mirrors ``gpulog/_reduce/pr_curve.py``: bucket ``floor(p * (n-1))`` with the product rounded to the
 predictions' dtype (fp16 products are rounded to fp16, as torch's numpy path computes them),
-buckets outside [0, n-1] and NaN dropped, float64 accumulation with atomics into 2·n counters
-(only 2·n values ever leave the device).
+buckets outside [0, n-1] and NaN dropped, float64 accumulation (only 2·n values ever leave the
+device).  As in ``histogram.py``: a fixed grid of programs strides over the data, each adding into
+its own [2, n] slice of counters with relaxed atomics (no contention between programs), and torch
+sums the slices in a fixed order.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from ._launch import device_of, triton_modules
+from ._launch import device_of, programs_for, triton_modules
 
 BLOCK = 1024
 
@@ -26,7 +28,7 @@ def _kernel() -> Any:
         pred_ptr,         # predictions (fp16/fp32/fp64), n elements
         label_ptr,        # labels, any real dtype, n elements
         weight_ptr,       # float64 weights, n elements (ignored unless HAS_WEIGHTS)
-        tp_ptr, fp_ptr,   # float64 [T] accumulators, zero-initialised
+        slices_ptr,       # float64 [programs, 2, T]: per-program true/false sums, zero-initialised
         n,                # number of elements
         T: tl.constexpr,              # number of thresholds (buckets)
         HAS_WEIGHTS: tl.constexpr,
@@ -34,23 +36,27 @@ def _kernel() -> Any:
         BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        p = tl.load(pred_ptr + offs, mask=mask, other=0.0)
-        if MODE == 2:
-            idx = tl.floor(p.to(tl.float64) * (T - 1))
-        elif MODE == 1:
-            idx = tl.floor((p.to(tl.float32) * (T - 1)).to(tl.float16).to(tl.float32))
-        else:
-            idx = tl.floor(p.to(tl.float32) * (T - 1))
-        keep = mask & (idx >= 0) & (idx <= T - 1)
-        k = tl.where(keep, idx, 0).to(tl.int32)
-        lab = tl.load(label_ptr + offs, mask=mask, other=0).to(tl.float64)
-        w = tl.full([BLOCK], 1.0, tl.float64)
-        if HAS_WEIGHTS:
-            w = tl.load(weight_ptr + offs, mask=mask, other=0.0)
-        tl.atomic_add(tp_ptr + k, lab * w, mask=keep)
-        tl.atomic_add(fp_ptr + k, (1.0 - lab) * w, mask=keep)
+        step = tl.num_programs(0).to(tl.int64) * BLOCK
+        tp_ptr = slices_ptr + pid.to(tl.int64) * (2 * T)
+        fp_ptr = tp_ptr + T
+        for start in range(pid.to(tl.int64) * BLOCK, n, step):
+            offs = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = offs < n
+            p = tl.load(pred_ptr + offs, mask=mask, other=0.0)
+            if MODE == 2:
+                idx = tl.floor(p.to(tl.float64) * (T - 1))
+            elif MODE == 1:
+                idx = tl.floor((p.to(tl.float32) * (T - 1)).to(tl.float16).to(tl.float32))
+            else:
+                idx = tl.floor(p.to(tl.float32) * (T - 1))
+            keep = mask & (idx >= 0) & (idx <= T - 1)
+            k = tl.where(keep, idx, 0).to(tl.int32)
+            lab = tl.load(label_ptr + offs, mask=mask, other=0).to(tl.float64)
+            w = tl.full([BLOCK], 1.0, tl.float64)
+            if HAS_WEIGHTS:
+                w = tl.load(weight_ptr + offs, mask=mask, other=0.0)
+            tl.atomic_add(tp_ptr + k, lab * w, mask=keep, sem="relaxed")
+            tl.atomic_add(fp_ptr + k, (1.0 - lab) * w, mask=keep, sem="relaxed")
 
     return pr_buckets_kernel
 
@@ -63,11 +69,10 @@ def buckets(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Te
         labels = labels.to(torch.uint8)
     w = None if weights is None else weights.to(torch.float64).contiguous().reshape(-1)
     mode = {torch.float16: 1, torch.float64: 2}.get(pred.dtype, 0)
-    tp = torch.zeros(n, dtype=torch.float64, device=pred.device)
-    fp = torch.zeros(n, dtype=torch.float64, device=pred.device)
-    count = pred.numel()
+    programs = programs_for(pred, BLOCK)
+    slices = torch.zeros(programs, 2, n, dtype=torch.float64, device=pred.device)
     with device_of(pred):
-        _kernel()[((count + BLOCK - 1) // BLOCK,)](
-            pred, labels, w if w is not None else tp, tp, fp, count,
-            T=n, HAS_WEIGHTS=w is not None, MODE=mode, BLOCK=BLOCK)
+        _kernel()[(programs,)](pred, labels, w if w is not None else slices, slices, pred.numel(),
+                               T=n, HAS_WEIGHTS=w is not None, MODE=mode, BLOCK=BLOCK)
+    tp, fp = slices.sum(0).unbind(0)
     return tp, fp

@@ -8,8 +8,10 @@ never at import.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -69,6 +71,42 @@ def use_triton(x: torch.Tensor) -> bool:
                                "pip install 'gpulog[triton]'")
         return False
     return True
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_FAILED: Dict[str, str] = {}  # kernel name -> the error that retired it for this process
+
+
+def kernel_or(x: torch.Tensor, name: str, reference: F) -> F:
+    """``gpulog.kernels.<name>`` (same contract as ``reference``) when :func:`use_triton` says so,
+    else ``reference``.
+
+    A kernel that fails to compile or launch (a Triton, driver or GPU it was never built for, too
+    little shared memory) is reported in one warning and replaced by ``reference`` for the rest of
+    the process, so logging keeps working; ``GPULOG_BACKEND=triton`` raises instead.  Running out
+    of device memory is not a kernel failure and propagates.
+    """
+    if not use_triton(x) or name in _FAILED:
+        return reference
+    module, _, attr = name.partition(".")
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if name in _FAILED:
+            return reference(*args, **kwargs)
+        try:
+            return getattr(importlib.import_module(f"gpulog.kernels.{module}"), attr)(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as err:
+            if backend() == "triton":
+                raise
+            _FAILED[name] = f"{type(err).__name__}: {err}"
+            warnings.warn(f"gpulog: the Triton kernel {name} failed ({_FAILED[name][:500]}); using the "
+                          "torch path for it from now on (results are the same, only slower). "
+                          "Set GPULOG_BACKEND=torch to skip Triton, or =triton to make this an error.",
+                          RuntimeWarning, stacklevel=2)
+            return reference(*args, **kwargs)
+    return run  # type: ignore[return-value]
 
 
 def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,

@@ -24,7 +24,7 @@ import torch
 from .. import _convert
 from .._encode import histogram as enc
 from .._transfer import Ready, to_device
-from ._backend import Prepared, finish, native, threads, use_triton
+from ._backend import Prepared, finish, kernel_or, native, threads
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
 N_CELLS = 1 << (32 - CELL_SHIFT)   # 32768
@@ -238,10 +238,7 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
     edges, tensorflow = _edges_for(x, bins)
     args = (tag, edges, max_bins)
     if x.is_cuda and tensorflow:
-        reducer = reduce_torch
-        if use_triton(x):
-            from ..kernels import histogram as kernel
-            reducer = kernel.reduce  # same contract as reduce_torch
+        reducer = kernel_or(x, "histogram.reduce", reduce_torch)
         return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
     if x.is_cuda:  # other bins on CUDA: building their edges already needed the data on the host
         x = x.cpu()

@@ -16,7 +16,7 @@ import torch
 
 from .. import _convert
 from .._encode import image as enc
-from ._backend import Prepared, finish, use_triton
+from ._backend import Prepared, finish, kernel_or
 
 
 def check_format(x: torch.Tensor, dataformats: Any, allowed: tuple) -> str:
@@ -63,11 +63,7 @@ def grid_hwc_uint8_torch(x: torch.Tensor, ncols: int = 8) -> torch.Tensor:
 
 
 def _reduce(x: torch.Tensor) -> tuple:
-    fn = grid_hwc_uint8_torch
-    if x.is_cuda and use_triton(x):
-        from ..kernels import image as kernel
-        fn = kernel.grid_hwc_uint8
-    return (fn(x),)
+    return (kernel_or(x, "image.grid_hwc_uint8", grid_hwc_uint8_torch)(x),)
 
 
 def _tensor(img: Any, name: str = "img_tensor") -> torch.Tensor:

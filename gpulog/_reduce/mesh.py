@@ -13,7 +13,7 @@ import torch
 
 from .. import _convert
 from .._encode import mesh as enc
-from ._backend import Prepared, finish, use_triton
+from ._backend import Prepared, finish, kernel_or
 
 PARTS = (("vertices", enc.VERTEX), ("faces", enc.FACE), ("colors", enc.COLOR))
 
@@ -47,10 +47,7 @@ def prepare(tag: str, vertices: Any, colors: Any, faces: Any,
     json_config = enc.json_config(config_dict)
     layout = [(kind, tuple(t.shape)) for kind, t in parts]
     tensors = [t for _, t in parts]
-    fn = pack_torch
-    if tensors[0].is_cuda and use_triton(tensors[0]):
-        from ..kernels import mesh as kernel
-        fn = kernel.pack
     if tensors[0].is_cuda:
-        return finish(enc.mesh, (tag, layout, json_config), tensors, fn, snapshot=False)
+        return finish(enc.mesh, (tag, layout, json_config), tensors,
+                      kernel_or(tensors[0], "mesh.pack", pack_torch), snapshot=False)
     return finish(enc.mesh, (tag, layout, json_config), tuple(tensors), lambda ts: pack_torch(list(ts)))

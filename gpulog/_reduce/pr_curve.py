@@ -18,7 +18,7 @@ from .. import _convert
 from .._encode import pr_curve as enc
 from .._encode.pr_curve import MAX_THRESHOLDS
 from .._transfer import Ready, to_device
-from ._backend import Prepared, finish, native, threads, use_triton
+from ._backend import Prepared, finish, kernel_or, native, threads
 
 
 def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
@@ -108,10 +108,7 @@ def prepare(tag: str, labels: Any, predictions: Any, num_thresholds: int, weight
     n = min(int(num_thresholds), MAX_THRESHOLDS)
     args = (tag, num_thresholds)
     if pred.is_cuda:
-        fn = buckets_torch
-        if use_triton(pred):
-            from ..kernels import pr_curve as kernel
-            fn = kernel.buckets
+        fn = kernel_or(pred, "pr_curve.buckets", buckets_torch)
         return finish(enc.pr_curve, args, (pred.reshape(-1), lab.reshape(-1), w if w is None else w.reshape(-1)),
                       lambda t: fn(t[0], t[1], t[2], n), snapshot=False)
     if w is None and pred.dtype == torch.float32 and native() is not None and _integral(lab):

@@ -150,3 +150,34 @@ def test_native_pr_declines_non_binary_labels():
     assert r_pr.buckets_native(preds, torch.randint(0, 3, (1000,)), 127, 1) is None
     tp, fp = r_pr.buckets_native(preds, torch.randint(0, 2, (1000,)).bool(), 127, 2)
     assert float(tp.sum() + fp.sum()) == 1000
+
+
+def test_failing_kernel_falls_back_to_the_reference_once(monkeypatch):
+    """A kernel that cannot compile or launch is replaced by its torch reference, with one warning."""
+    import warnings
+
+    from gpulog._reduce import _backend
+    monkeypatch.setattr(_backend, "use_triton", lambda x: True)
+    monkeypatch.setattr(_backend, "_FAILED", {})
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("PassManager::run failed")  # what a Triton compile failure looks like
+    monkeypatch.setattr(k_hist, "reduce", broken)
+    x = torch.randn(1000)
+    edges = r_hist.tensorflow_edges()
+    fn = _backend.kernel_or(x, "histogram.reduce", r_hist.reduce_torch)
+    with pytest.warns(RuntimeWarning, match="histogram.reduce failed .*PassManager"):
+        counts, _ = fn(x, edges, True)
+    assert np.array_equal(counts.numpy(), np.histogram(x.double().numpy(), bins=edges)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, and the kernel is not tried again
+        again = _backend.kernel_or(x, "histogram.reduce", r_hist.reduce_torch)
+        assert again is r_hist.reduce_torch
+        fn(x, edges, True)
+    assert len(calls) == 1
+    monkeypatch.setattr(_backend, "_FAILED", {})
+    monkeypatch.setenv("GPULOG_BACKEND", "triton")
+    with pytest.raises(RuntimeError, match="PassManager"):  # forced Triton: the error is the user's
+        _backend.kernel_or(x, "histogram.reduce", r_hist.reduce_torch)(x, edges, True)
