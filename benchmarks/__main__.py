@@ -115,6 +115,69 @@ class Bench:
         self.call_and_e2e("mesh.100k", lambda w, i: w.add_mesh("m", verts, colors=cols, faces=faces,
                                                                 global_step=i), 3)
 
+    def timed_ms(self, fn: Callable[[], Any], reps: int = 10) -> float:
+        """Median time of ``fn()`` on the device: CUDA events on the current stream (the work
+        ``fn`` queues, not the time to queue it), wall clock on CPU."""
+        fn()  # warm-up (compilation, tables, allocator)
+        times = []
+        for _ in range(reps):
+            if self.device == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(times)
+
+    def work(self) -> None:
+        """Histogram reduction work against one read of the same data (issue #3: within 5x), and on
+        CUDA the 128M caller time against torch's writer (issue #3: under 1 ms, >= 1000x)."""
+        from gpulog._reduce import histogram as red
+        n = (1 << 27 if self.device == "cuda" else 1 << 24) >> (3 if self.quick else 0)
+        x = torch.randn(n, device=self.device, generator=torch.Generator(device=self.device).manual_seed(0))
+        edges = red.tensorflow_edges()
+        tag = f"histogram.{n >> 20}M"
+        read = self.timed_ms(lambda: torch.amax(x))  # one bandwidth-bound pass over the data
+        self.emit(f"{tag}.one_read", "-", read, "ms")
+        def torch_ops() -> Any:  # the reference path, never the native or Triton one
+            os.environ["GPULOG_BACKEND"] = "torch"
+            try:
+                return red.reduce_torch(x, edges, True)
+            finally:
+                os.environ["GPULOG_BACKEND"] = backend
+        backend = os.environ.get("GPULOG_BACKEND", "auto")
+        paths: Dict[str, Callable[[], Any]] = {"torch_ops": torch_ops}
+        if self.device == "cuda":
+            from gpulog.kernels import histogram as kernel
+            paths["triton"] = lambda: kernel.reduce(x, edges)
+        elif red.native() is not None:  # as add_histogram runs it: in the caller, on torch's threads
+            paths["native"] = lambda: red.reduce_native(x, len(edges), torch.get_num_threads())
+        for name, fn in paths.items():
+            ms = self.timed_ms(fn)
+            self.emit(f"{tag}.work.{name}", "-", ms, "ms")
+            self.emit(f"{tag}.work.{name}/one_read", "-", ms / read, "x")
+        if self.device == "cuda":
+            reps = {"gpulog": 10}
+            for name, cls in self.W.items():
+                w = cls(os.path.join(self.tmp, f"work_{name}"))
+                w.add_histogram("h", x, -1)  # warm-up
+                w.flush()
+                self.sync()
+                settle()
+                calls = []
+                for i in range(reps.get(name, 1)):  # torch's writer takes seconds per call
+                    t = time.perf_counter()
+                    w.add_histogram("h", x, i)
+                    calls.append(time.perf_counter() - t)
+                    self.sync()
+                w.close()
+                self.emit(f"{tag}.caller", name, statistics.median(calls) * 1e3, "ms")
+
     def loop(self) -> None:
         """In-loop overhead: 6-layer 2048-wide MLP, batch 512 (smaller on CPU)."""
         d = self.device
@@ -192,12 +255,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
-    ap.add_argument("--only", choices=["scalars", "tensors", "loop", "distributed"], action="append")
+    ap.add_argument("--only", choices=["scalars", "tensors", "work", "loop", "distributed"], action="append")
     ap.add_argument("--out", default="benchmarks/out/results.json")
     args = ap.parse_args(argv)
     b = Bench(args.device, args.quick)
     try:
-        for part in args.only or ["scalars", "tensors", "loop", "distributed"]:
+        for part in args.only or ["scalars", "tensors", "work", "loop", "distributed"]:
             getattr(b, part)()
     finally:
         shutil.rmtree(b.tmp, ignore_errors=True)

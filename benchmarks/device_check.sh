@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU check (< 5 min): the CUDA tests (kernels at full size, no device sync inside any add_*
-# under both backends, coalesced scalar copies), then the GPU benchmarks; summary table last.
+# under both backends, coalesced scalar copies), the 128M histogram work figures, then the GPU
+# benchmarks; summary table last.
 # Run from the repository root on a machine with CUDA.
 #
 # The device image (Python 3.12) lacks google-crc32c and tensorboardX; carry them as wheels in
@@ -19,6 +20,9 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout 150 pytest -q -x tests/kernels tests/test_cuda.py tests/test_system_metrics.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
-timeout 120 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
+timeout 100 pytest -q -x tests/kernels tests/test_cuda.py tests/test_system_metrics.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
+# 128M float32 histogram: Triton and torch-op work against one read, caller time against torch's writer
+timeout 60 python3 -m benchmarks --device cuda --only work --out "$OUT/gpu_work.json" 2>&1 \
+  | tee "$OUT/gpu_work.log" | tail -12
+timeout 130 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
   --out "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu_bench.log" | tail -30

@@ -6,8 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 
 import gpulog
+from gpulog._reduce._backend import native
 from tbcompare import accumulate
 
 
@@ -105,3 +107,16 @@ def test_bench_cli_runs_quick_scalars(tmp_path):
     import json
     rows = json.loads(out.read_text())["rows"]
     assert {row["writer"] for row in rows} >= {"gpulog", "torch"}
+
+
+def test_bench_work_compares_each_reduction_path_with_one_read(tmp_path):
+    out = tmp_path / "work.json"
+    r = subprocess.run(["gpulog", "bench", "--quick", "--only", "work", "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+    rows = {row["figure"]: row["value"] for row in json.loads(out.read_text())["rows"]}
+    read = rows["histogram.2M.one_read"]
+    assert read > 0
+    for path in ("torch_ops",) + (("native",) if native() is not None else ()):
+        assert rows[f"histogram.2M.work.{path}/one_read"] == pytest.approx(rows[f"histogram.2M.work.{path}"] / read)
