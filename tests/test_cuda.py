@@ -78,6 +78,31 @@ def test_side_stream_values_are_right(tmp_path):
     assert acc.Scalars("main")[0].value == 1.0
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_histograms_right_on_two_streams_from_the_first_call(tmp_path, monkeypatch, backend):
+    """Each stream reads a cell table whose upload was queued on that stream."""
+    from gpulog._reduce import histogram as red
+    monkeypatch.setenv("GPULOG_BACKEND", backend)
+    red._device_cell_table.cache_clear()
+    side = torch.cuda.Stream()
+    x = torch.randn(1 << 22, device="cuda")
+    torch.cuda.synchronize()
+    w = gpulog.SummaryWriter(tmp_path)
+    with torch.cuda.stream(side):
+        w.add_histogram("side", x, 1)
+    w.add_histogram("main", x, 1)
+    w.add_histogram("cpu", x.cpu(), 1)  # the CPU path, checked against numpy elsewhere
+    w.close()
+    acc = accumulate(tmp_path)
+    want = acc.Histograms("cpu")[0].histogram_value
+    assert sum(want.bucket) == x.numel()
+    for tag in ("side", "main"):
+        h = acc.Histograms(tag)[0].histogram_value
+        assert list(h.bucket) == list(want.bucket) and list(h.bucket_limit) == list(want.bucket_limit)
+        assert (h.min, h.max) == (want.min, want.max)
+    assert red._device_cell_table.cache_info().currsize == 2
+
+
 def test_first_calls_in_a_fresh_process_do_not_synchronise(tmp_path):
     """Caches (cell tables, kernels, pinned pools) are cold in a new process: no sync there either."""
     import subprocess

@@ -54,9 +54,26 @@ class CellTable(NamedTuple):
     threshold: torch.Tensor  # float32 [N_CELLS]: values >= it fall one bin higher (NaN: never)
 
 
-@functools.lru_cache(maxsize=8)
 def cell_table(device: str = "cpu") -> CellTable:
-    """Per cell: the bin of its lowest value and the float32 value where the next bin starts."""
+    """Per cell: the bin of its lowest value and the float32 value where the next bin starts.
+
+    On CUDA there is one copy per (device, current stream): its upload (asynchronous, no sync) is
+    queued on the stream whose kernels then read it, so no stream can read a table that has not
+    arrived yet."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return _host_cell_table()
+    return _device_cell_table(dev, torch.cuda.current_stream(dev).cuda_stream)
+
+
+@functools.lru_cache(maxsize=16)
+def _device_cell_table(dev: torch.device, stream: int) -> CellTable:
+    host = _host_cell_table()
+    return CellTable(to_device(host.base, dev), to_device(host.threshold, dev))
+
+
+@functools.lru_cache(maxsize=1)
+def _host_cell_table() -> CellTable:
     edges = tensorflow_edges()
     cells = np.arange(N_CELLS, dtype=np.int64)
     # Ordinal range of float32 bit patterns covered by each cell, in increasing *value* order.
@@ -86,8 +103,7 @@ def cell_table(device: str = "cpu") -> CellTable:
     top = reference_bins(as_f((start + step * hi).astype(np.uint32)), edges)
     assert np.all(top[split] == bmin[split] + 1), "a cell holds more than one edge"
     base = np.where(nan, len(edges), bmin).astype(np.int32)  # NaN cells: never counted
-    dev = torch.device(device)
-    return CellTable(to_device(torch.from_numpy(base), dev), to_device(torch.from_numpy(threshold), dev))
+    return CellTable(torch.from_numpy(base), torch.from_numpy(threshold))
 
 
 CHUNK = 1 << 18  # CPU elements per step: temporaries stay in cache and are reused (no page faults)
