@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -56,7 +57,17 @@ def run(world: int = 2, steps: int = 200) -> List[Dict[str, Any]]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tempfile.mktemp(suffix=".json")
-    mp.spawn(_rank, args=(world, port, steps, out), nprocs=world, join=True)
+    # Spawned ranks import this module by name, with the parent's sys.path: let them find the
+    # checkout's benchmarks/ even when it was loaded by path (``gpulog bench`` from elsewhere).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    added = root not in sys.path
+    if added:
+        sys.path.append(root)
+    try:
+        mp.spawn(_rank, args=(world, port, steps, out), nprocs=world, join=True)
+    finally:
+        if added:
+            sys.path.remove(root)
     with open(out) as f:
         res = json.load(f)
     os.unlink(out)

@@ -106,18 +106,20 @@ def _host_cell_table() -> CellTable:
     return CellTable(torch.from_numpy(base), torch.from_numpy(threshold))
 
 
-CHUNK = 1 << 18  # CPU elements per step: temporaries stay in cache and are reused (no page faults)
+CHUNK = 1 << 18        # CPU elements per step: temporaries stay in cache and are reused (no page faults)
+CUDA_CHUNK = 1 << 23   # CUDA elements per step: ~150 MB of temporaries at most, whatever the input size
 
 
 def _tf_reduce_chunked(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shifted counts [n_edges + 1], sum and sum of squares, chunk by chunk into reused buffers.
 
     Every op releases the GIL and runs on torch's intra-op threads, so on the writer thread this
-    costs the training thread almost nothing (one chunk = the whole tensor on CUDA).
+    costs the training thread almost nothing.  On CUDA (the fallback when Triton is missing) the
+    chunks bound the temporaries, which would otherwise be ~20 bytes per element.
     """
     table = cell_table(str(x.device))
     n = x.numel()
-    size = n if x.is_cuda else min(CHUNK, n)
+    size = min(CUDA_CHUNK if x.is_cuda else CHUNK, n)
     dev = x.device
     counts = torch.zeros(n_edges + 1, dtype=torch.int64, device=dev)
     cell = torch.empty(size, dtype=torch.int32, device=dev)
@@ -146,9 +148,10 @@ def _tf_reduce_chunked(x: torch.Tensor, n_edges: int) -> Tuple[torch.Tensor, tor
 
 def _count_into(counts: torch.Tensor, idx: torch.Tensor) -> None:
     """counts[i] += number of idx == i.  ``bincount`` on CUDA reads the maximum back to size its
-    output (a device sync), so CUDA adds ones with ``index_add_`` instead."""
+    output (a device sync), so CUDA adds ones with ``index_add_`` instead (int32 indices and a
+    broadcast one: no per-element temporaries)."""
     if idx.is_cuda:
-        counts.index_add_(0, idx.long(), torch.ones_like(idx, dtype=counts.dtype))
+        counts.index_add_(0, idx, torch.ones((), dtype=counts.dtype, device=idx.device).expand(idx.numel()))
     else:
         counts += torch.bincount(idx, minlength=counts.numel())
 
