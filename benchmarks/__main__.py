@@ -155,6 +155,7 @@ class Bench:
         if self.device == "cuda":
             from gpulog.kernels import histogram as kernel
             paths["triton"] = lambda: kernel.reduce(x, edges)
+            paths["triton_onchip"] = lambda: kernel.reduce(x, edges, variant="onchip")  # the experiment
         elif red.native() is not None:  # as add_histogram runs it: in the caller, on torch's threads
             paths["native"] = lambda: red.reduce_native(x, len(edges), torch.get_num_threads())
         for name, fn in paths.items():

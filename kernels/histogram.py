@@ -14,6 +14,12 @@ int32: ``programs_for`` gives no program more than 2**30 elements.
 Statistics: each lane keeps min/max (float32, exact) and float64 sum/sum of squares across the
 loop; per-program partials go to a [programs, 5] float64 buffer reduced by torch.  Counts are
 exact; sums are float64 sums in a different order than numpy's.
+
+Experimental variant "onchip" (not used by gpulog; timed by the benchmarks' ``work`` part on a
+GPU): each program counts its tiles with ``tl.histogram`` over 2048 slots into registers — recent
+Tritons lower it to one shared-memory atomic per element (Triton 3.9: ``atom.shared.add``), older
+ones to warp ballots whose cost grows with the bin count, as in the 6.8 ms above — and writes its
+slice once at the end, with no global atomics at all.  Make it the default if it wins there.
 """
 from __future__ import annotations
 
@@ -25,12 +31,15 @@ import torch
 
 from ._launch import device_of, programs_for, triton_modules
 
-SLICE = 1552    # counters per program: shifted bins 0..1549 (1549: NaN), padded
-BLOCK = 1024    # elements per program per loop iteration
+SLICE = 1552         # counters per program: shifted bins 0..1549 (1549: NaN), padded
+BLOCK = 1024         # elements per program per loop iteration ("slices")
+ONCHIP_BLOCK = 4096  # the same for "onchip": amortises zeroing and reading 2048 shared counters
+NB = 2048            # on-chip counters ("onchip"): a power of two >= SLICE
+VARIANTS = ("slices", "onchip")
 
 
 @functools.lru_cache(maxsize=1)
-def _kernel() -> Any:
+def _kernels() -> Any:
     triton, tl = triton_modules()
 
     @triton.jit
@@ -56,10 +65,11 @@ def _kernel() -> Any:
             offs = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)  # lets the loads vectorise
             mask = offs < n
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            # shifted TensorFlow bin: one gather and one compare (a helper @triton.jit function
+            # defined in this closure would not resolve under the interpreter)
             cell = (x.to(tl.int32, bitcast=True) >> 17) & 32767
-            base = tl.load(base_ptr + cell, mask=mask, other=0)
             thr = tl.load(thr_ptr + cell, mask=mask, other=0.0)
-            b = base + (x >= thr).to(tl.int32)
+            b = tl.load(base_ptr + cell, mask=mask, other=0) + (x >= thr).to(tl.int32)
             tl.atomic_add(counters + b, 1, mask=mask, sem="relaxed")
             ok = mask & (x == x)
             mn = tl.minimum(mn, tl.where(ok, x, float("inf")))
@@ -75,23 +85,83 @@ def _kernel() -> Any:
         tl.store(out + 3, tl.sum(ss, axis=0))
         tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
 
-    return histogram_tf_kernel
+    @triton.jit
+    def histogram_tf_onchip_kernel(
+        x_ptr, n, base_ptr, thr_ptr,
+        slices_ptr,       # int32 [programs, SLICE]: every counter written once at the end (no init)
+        part_ptr,         # float64 [programs, 5], as above
+        BLOCK: tl.constexpr,
+        SLICE: tl.constexpr,
+        NB: tl.constexpr,
+    ):
+        # Experimental: counts each tile with tl.histogram (shared-memory atomics in recent
+        # Tritons) into registers, so the only global writes are one slice per program.
+        pid = tl.program_id(0)
+        step = tl.num_programs(0).to(tl.int64) * BLOCK
+        acc = tl.zeros([NB], tl.int32)
+        mn = tl.full([], float("inf"), tl.float64)
+        mx = tl.full([], float("-inf"), tl.float64)
+        s = tl.zeros([], tl.float64)
+        ss = tl.zeros([], tl.float64)
+        nans = tl.zeros([], tl.float64)
+        for start in range(pid.to(tl.int64) * BLOCK, n, step):
+            offs = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = offs < n
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            cell = (x.to(tl.int32, bitcast=True) >> 17) & 32767
+            thr = tl.load(thr_ptr + cell, mask=mask, other=0.0)
+            b = tl.load(base_ptr + cell, mask=mask, other=0) + (x >= thr).to(tl.int32)
+            acc += tl.histogram(b, NB, mask=mask)
+            ok = mask & (x == x)
+            mn = tl.minimum(mn, tl.min(tl.where(ok, x, float("inf")), axis=0).to(tl.float64))
+            mx = tl.maximum(mx, tl.max(tl.where(ok, x, float("-inf")), axis=0).to(tl.float64))
+            x64 = x.to(tl.float64)
+            s += tl.sum(x64, axis=0)
+            ss += tl.sum(x64 * x64, axis=0)
+            nans += tl.sum((mask & (x != x)).to(tl.float64), axis=0)
+        r = tl.arange(0, NB)
+        tl.store(slices_ptr + pid.to(tl.int64) * SLICE + r, acc, mask=r < SLICE)
+        out = part_ptr + pid * 5
+        tl.store(out + 0, mn)
+        tl.store(out + 1, mx)
+        tl.store(out + 2, s)
+        tl.store(out + 3, ss)
+        tl.store(out + 4, nans)
+
+    return {"slices": histogram_tf_kernel, "onchip": histogram_tf_onchip_kernel}
 
 
-def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``_reduce.histogram.reduce_torch`` for the 'tensorflow' edges."""
+def _kernel() -> Any:
+    """The kernel gpulog runs (see the module docstring for why it is "slices")."""
+    return _kernels()["slices"]
+
+
+def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True,
+           variant: str = "slices") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``_reduce.histogram.reduce_torch`` for the 'tensorflow' edges.
+
+    ``variant``: "slices" (what gpulog runs) or "onchip" (an experiment that ``python -m benchmarks
+    --device cuda --only work`` times beside it; counts are exact either way)."""
     from gpulog._reduce.histogram import cell_table
     if not tensorflow or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         from gpulog._reduce.histogram import reduce_torch
         return reduce_torch(x, edges, tensorflow)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     x = x.contiguous().reshape(-1)
     n = x.numel()
     table = cell_table(str(x.device))
-    programs = programs_for(x, BLOCK)
-    slices = torch.zeros(programs, SLICE, dtype=torch.int32, device=x.device)
+    block = BLOCK if variant == "slices" else ONCHIP_BLOCK
+    programs = programs_for(x, block)
     part = torch.empty(programs, 5, dtype=torch.float64, device=x.device)
     with device_of(x):
-        _kernel()[(programs,)](x, n, table.base, table.threshold, slices, part, BLOCK=BLOCK, SLICE=SLICE)
+        if variant == "slices":
+            slices = torch.zeros(programs, SLICE, dtype=torch.int32, device=x.device)
+            _kernel()[(programs,)](x, n, table.base, table.threshold, slices, part, BLOCK=BLOCK, SLICE=SLICE)
+        else:
+            slices = torch.empty(programs, SLICE, dtype=torch.int32, device=x.device)
+            _kernels()["onchip"][(programs,)](x, n, table.base, table.threshold, slices, part,
+                                             BLOCK=ONCHIP_BLOCK, SLICE=SLICE, NB=NB)
     counts = slices.sum(0, dtype=torch.int64)
     any_nan = part[:, 4].sum() > 0
     nan = torch.full((), float("nan"), dtype=torch.float64, device=x.device)  # a fill, not a copy

@@ -1,6 +1,7 @@
 """Compile gpulog's kernels with Triton's CUDA compiler, no GPU needed (run by test_compile.py).
 
 Reads a JSON list of variants on stdin — {"id", "kernel": "<module in gpulog.kernels>",
+optional "variant" (a key of the module's ``_kernels()``),
 "signature", "constexprs", "target": [backend, arch, warp size], "multiple_of_16": [int args]} — and prints one JSON object:
 id → {"ok", "error", "ptx_ops"} (its global loads, atomics and reductions).  Runs in its own process because Triton's interpreter
 (TRITON_INTERPRET=1, used by the other kernel tests) patches triton.language in ways that break
@@ -20,7 +21,8 @@ def main() -> None:
     from triton.compiler import ASTSource
     out = {}
     for v in json.load(sys.stdin):
-        kernel = importlib.import_module(f"gpulog.kernels.{v['kernel']}")._kernel()
+        module = importlib.import_module(f"gpulog.kernels.{v['kernel']}")
+        kernel = module._kernels()[v["variant"]] if "variant" in v else module._kernel()
         sig = dict(v["signature"], **{k: "constexpr" for k in v["constexprs"]})
         # as Triton's launcher specialises them: torch's allocations are 16-byte aligned, and so
         # are integer arguments whose value is a multiple of 16 (listed in "multiple_of_16")

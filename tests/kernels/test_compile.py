@@ -27,15 +27,20 @@ def _variants() -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
 
     def add(id_: str, kernel: str, signature: Dict[str, str], constexprs: Dict[str, Any], target=HOPPER,
-            multiple_of_16=()):
+            multiple_of_16=(), **extra: Any):
         out.append(dict(id=id_, kernel=kernel, signature=signature, constexprs=constexprs, target=target,
-                        multiple_of_16=list(multiple_of_16)))
+                        multiple_of_16=list(multiple_of_16), **extra))
 
     for dtype, n, target, m16 in itertools.product(["fp32", "fp16", "bf16"], ["i32", "i64"], [HOPPER, AMPERE],
                                                    [True, False]):
         add(f"histogram-{dtype}-{n}-sm{target[1]}" + ("-n16" if m16 else ""), "histogram",
             {"x_ptr": f"*{dtype}", "n": n, "base_ptr": "*i32", "thr_ptr": "*fp32", "slices_ptr": "*i32",
              "part_ptr": "*fp64"}, {"BLOCK": k_hist.BLOCK, "SLICE": k_hist.SLICE}, target, ["n"] if m16 else [])
+    for dtype, target in itertools.product(["fp32", "bf16"], [HOPPER, AMPERE]):
+        add(f"histogram_onchip-{dtype}-sm{target[1]}", "histogram",
+            {"x_ptr": f"*{dtype}", "n": "i32", "base_ptr": "*i32", "thr_ptr": "*fp32", "slices_ptr": "*i32",
+             "part_ptr": "*fp64"}, {"BLOCK": k_hist.ONCHIP_BLOCK, "SLICE": k_hist.SLICE, "NB": k_hist.NB},
+            target, ["n"], variant="onchip")
     for pred, label, weights, mode in [("fp32", "u8", False, 0), ("fp32", "i64", True, 0),
                                        ("fp16", "fp32", False, 1), ("fp64", "i8", True, 2)]:
         add(f"pr_curve-{pred}-{label}-w{int(weights)}", "pr_curve",
@@ -75,7 +80,9 @@ def compiled() -> Dict[str, Dict[str, Any]]:
 def test_kernel_compiles_for_cuda(compiled, variant):
     result = compiled[variant]
     assert result["ok"], result["error"]
-    if variant.startswith(("histogram", "pr_curve")):
+    if variant.startswith("histogram_onchip"):  # no global atomics at all: counts stay on chip
+        assert not any(op.startswith(("red.", "atom.")) for op in result["ptx_ops"]), result["ptx_ops"]
+    elif variant.startswith(("histogram", "pr_curve")):
         ops = result["ptx_ops"]
         # counters are updated with relaxed, result-free reductions: no fences, no value returned
         updates = [op for op in ops if not op.startswith("ld.")]

@@ -55,6 +55,7 @@ def test_histogram_three_way(dtype, data):
     oracle = np.histogram(x.float().double().numpy(), bins=edges)[0]
     ref_c, ref_s = r_hist.reduce_torch(x.to(DEV), edges, True)
     ker_c, ker_s = k_hist.reduce(x.to(DEV), edges)
+    onchip_c, onchip_s = k_hist.reduce(x.to(DEV), edges, variant="onchip")  # the experiment, exact too
     np_c, np_s = r_hist.reduce_torch(x, edges, True)  # CPU path (native or chunked torch)
     np_c, np_s = np_c.numpy(), np_s.numpy()
     if r_hist.native() is not None:
@@ -63,12 +64,25 @@ def test_histogram_three_way(dtype, data):
         np.testing.assert_allclose(c_s.numpy(), np_s, rtol=1e-9, equal_nan=True)
     assert np.array_equal(ref_c.cpu().numpy(), oracle)
     assert np.array_equal(ker_c.cpu().numpy(), oracle)
+    assert np.array_equal(onchip_c.cpu().numpy(), oracle)
     assert np.array_equal(np_c, oracle)
     x64 = x.double().numpy()
     want = np.array([x64.min(), x64.max(), x64.size, x64.sum(), x64.dot(x64)])
-    for got in (ref_s.cpu().numpy(), ker_s.cpu().numpy(), np_s):
+    for got in (ref_s.cpu().numpy(), ker_s.cpu().numpy(), onchip_s.cpu().numpy(), np_s):
         np.testing.assert_allclose(got[:3], want[:3], equal_nan=True)
         np.testing.assert_allclose(got[3:], want[3:], rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", k_hist.VARIANTS)
+def test_histogram_kernels_loop_over_many_tiles(variant):
+    """More tiles than programs: each program's loop runs several times (and ends on a part tile)."""
+    n = 5 * k_hist.ONCHIP_BLOCK + 7 if DEV == "cpu" else (1 << 24) + 7
+    x = torch.randn(n, generator=torch.Generator().manual_seed(3)) * 100
+    x[::997] = float("nan")
+    edges = r_hist.tensorflow_edges()
+    counts, stats = k_hist.reduce(x.to(DEV), edges, variant=variant)
+    assert np.array_equal(counts.cpu().numpy(), np.histogram(x.double().numpy(), bins=edges)[0])
+    assert np.isnan(stats.cpu().numpy()[[0, 1, 3, 4]]).all() and stats[2] == n
 
 
 def _pr_oracle(labels, preds, n, weights=None):
