@@ -144,13 +144,15 @@ class Bench:
         tag = f"histogram.{n >> 20}M"
         read = self.timed_ms(lambda: torch.amax(x))  # one bandwidth-bound pass over the data
         self.emit(f"{tag}.one_read", "-", read, "ms")
-        def torch_ops() -> Any:  # the reference path, never the native or Triton one
+        saved = os.environ.get("GPULOG_BACKEND", "auto")
+
+        def torch_ops() -> Any:  # the torch reference path, never the native or Triton one
             os.environ["GPULOG_BACKEND"] = "torch"
             try:
                 return red.reduce_torch(x, edges, True)
             finally:
-                os.environ["GPULOG_BACKEND"] = backend
-        backend = os.environ.get("GPULOG_BACKEND", "auto")
+                os.environ["GPULOG_BACKEND"] = saved
+
         paths: Dict[str, Callable[[], Any]] = {"torch_ops": torch_ops}
         if self.device == "cuda":
             from gpulog.kernels import histogram as kernel
