@@ -161,7 +161,11 @@ class Bench:
         elif red.native() is not None:  # as add_histogram runs it: in the caller, on torch's threads
             paths["native"] = lambda: red.reduce_native(x, len(edges), torch.get_num_threads())
         for name, fn in paths.items():
-            ms = self.timed_ms(fn)
+            try:
+                ms = self.timed_ms(fn)
+            except Exception as err:  # an experimental path must not cost the other figures
+                print(f"work.{name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+                continue
             self.emit(f"{tag}.work.{name}", "-", ms, "ms")
             self.emit(f"{tag}.work.{name}/one_read", "-", ms / read, "x")
         if self.device == "cuda":

@@ -136,6 +136,14 @@ def _kernel() -> Any:
     return _kernels()["slices"]
 
 
+@functools.lru_cache(maxsize=1)
+def onchip_supported() -> bool:
+    """Whether this Triton's ``tl.histogram`` takes a mask (Triton 3.4+), which "onchip" needs."""
+    import inspect
+    _, tl = triton_modules()
+    return "mask" in inspect.signature(tl.histogram).parameters
+
+
 def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True,
            variant: str = "slices") -> Tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``_reduce.histogram.reduce_torch`` for the 'tensorflow' edges.
@@ -148,6 +156,8 @@ def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True,
         return reduce_torch(x, edges, tensorflow)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "onchip" and not onchip_supported():
+        raise RuntimeError("the 'onchip' histogram needs tl.histogram(..., mask=...): Triton 3.4 or newer")
     x = x.contiguous().reshape(-1)
     n = x.numel()
     table = cell_table(str(x.device))

@@ -78,6 +78,8 @@ def compiled() -> Dict[str, Dict[str, Any]]:
 
 @pytest.mark.parametrize("variant", [v["id"] for v in VARIANTS])
 def test_kernel_compiles_for_cuda(compiled, variant):
+    if variant.startswith("histogram_onchip") and not k_hist.onchip_supported():
+        pytest.skip("this Triton's tl.histogram takes no mask (the experimental variant needs 3.4+)")
     result = compiled[variant]
     assert result["ok"], result["error"]
     if variant.startswith("histogram_onchip"):  # no global atomics at all: counts stay on chip

@@ -55,7 +55,9 @@ def test_histogram_three_way(dtype, data):
     oracle = np.histogram(x.float().double().numpy(), bins=edges)[0]
     ref_c, ref_s = r_hist.reduce_torch(x.to(DEV), edges, True)
     ker_c, ker_s = k_hist.reduce(x.to(DEV), edges)
-    onchip_c, onchip_s = k_hist.reduce(x.to(DEV), edges, variant="onchip")  # the experiment, exact too
+    onchip_c, onchip_s = ker_c, ker_s
+    if k_hist.onchip_supported():  # the experimental variant is exact too
+        onchip_c, onchip_s = k_hist.reduce(x.to(DEV), edges, variant="onchip")
     np_c, np_s = r_hist.reduce_torch(x, edges, True)  # CPU path (native or chunked torch)
     np_c, np_s = np_c.numpy(), np_s.numpy()
     if r_hist.native() is not None:
@@ -76,6 +78,8 @@ def test_histogram_three_way(dtype, data):
 @pytest.mark.parametrize("variant", k_hist.VARIANTS)
 def test_histogram_kernels_loop_over_many_tiles(variant):
     """More tiles than programs: each program's loop runs several times (and ends on a part tile)."""
+    if variant == "onchip" and not k_hist.onchip_supported():
+        pytest.skip("this Triton's tl.histogram takes no mask")
     n = 5 * k_hist.ONCHIP_BLOCK + 7 if DEV == "cpu" else (1 << 24) + 7
     x = torch.randn(n, generator=torch.Generator().manual_seed(3)) * 100
     x[::997] = float("nan")
