@@ -4,7 +4,7 @@ Mirrors ``gpulog/_reduce/histogram.py`` (the reference): the same 32768-cell tab
 float32 value its TensorFlow bin with one gather and one compare.
 
 Counting: a fixed grid of programs (a few per SM) strides over the data; each program adds its
-elements to its *own* slice of int32 counters with relaxed atomics, and torch sums the slices into
+elements to its *own* slice of int32 counters with relaxed atomics; the slices are summed into
 int64 afterwards.  Why this shape (H100 calibration in issue #3, 128M float32, 1548 bins):
 ``tl.histogram`` over 2048 slots per block cost 6.8 ms (its cost grows with the bin count), one
 shared counter array 23 ms (every program contends for the same addresses), private slices
@@ -12,7 +12,9 @@ shared counter array 23 ms (every program contends for the same addresses), priv
 int32: ``programs_for`` gives no program more than 2**30 elements.
 
 Statistics: each lane keeps min/max (float32, exact) and float64 sum/sum of squares across the
-loop; per-program partials go to a [programs, 5] float64 buffer reduced by torch.  Counts are
+loop; per-program partials go to a [programs, 5] float64 buffer.  A small finishing kernel sums
+the slices into the int64 bins and the partials into the five statistics: one launch where torch
+ops would take a dozen (host time is what logging costs a launch-bound training step).  Counts are
 exact; sums are float64 sums in a different order than numpy's.
 
 Experimental variant "onchip" (not used by gpulog; timed by the benchmarks' ``work`` part on a
@@ -36,6 +38,8 @@ BLOCK = 1024         # elements per program per loop iteration ("slices")
 ONCHIP_BLOCK = 4096  # the same for "onchip": amortises zeroing and reading 2048 shared counters
 NB = 2048            # on-chip counters ("onchip"): a power of two >= SLICE
 VARIANTS = ("slices", "onchip")
+FINISH_COLS, FINISH_ROWS = 128, 32  # the finishing kernel's tile: bins per program x slices per step
+FINISH_PROGS = 256                  # ... and per-program partials it reads per step
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,7 +132,54 @@ def _kernels() -> Any:
         tl.store(out + 3, ss)
         tl.store(out + 4, nans)
 
-    return {"slices": histogram_tf_kernel, "onchip": histogram_tf_onchip_kernel}
+    @triton.jit
+    def histogram_finish_kernel(
+        slices_ptr,       # int32 [programs, SLICE] from either counting kernel
+        part_ptr,         # float64 [programs, 5] from either counting kernel
+        counts_ptr,       # int64 [nbins]: out, the bins proper (shifted bins 1..nbins)
+        stats_ptr,        # float64 [5]: out, min, max, num, sum, sum of squares (numpy's NaN rule)
+        programs, nbins,
+        num,              # int: the element count
+        SLICE: tl.constexpr,
+        COLS: tl.constexpr,   # bins per program
+        ROWS: tl.constexpr,   # slices summed per step
+        PROGS: tl.constexpr,  # per-program partials read per step
+    ):
+        # One launch instead of a dozen small torch ops: on a launch-bound training step the
+        # host time of each op is what logging costs.
+        pid = tl.program_id(0)
+        cols = pid * COLS + tl.arange(0, COLS)
+        live = cols < nbins
+        acc = tl.zeros([COLS], tl.int64)
+        for r0 in range(0, programs, ROWS):
+            rows = r0 + tl.arange(0, ROWS)
+            tile = tl.load(slices_ptr + rows[:, None] * SLICE + 1 + cols[None, :],
+                           mask=(rows[:, None] < programs) & live[None, :], other=0)
+            acc += tl.sum(tile.to(tl.int64), axis=0)
+        tl.store(counts_ptr + cols, acc, mask=live)
+        if pid == 0:
+            nans = tl.zeros([PROGS], tl.float64)
+            mn = tl.full([PROGS], float("inf"), tl.float64)
+            mx = tl.full([PROGS], float("-inf"), tl.float64)
+            sm = tl.zeros([PROGS], tl.float64)
+            sq = tl.zeros([PROGS], tl.float64)
+            for p0 in range(0, programs, PROGS):
+                p = p0 + tl.arange(0, PROGS)
+                m = p < programs
+                nans += tl.load(part_ptr + p * 5 + 4, mask=m, other=0.0)
+                mn = tl.minimum(mn, tl.load(part_ptr + p * 5 + 0, mask=m, other=float("inf")))
+                mx = tl.maximum(mx, tl.load(part_ptr + p * 5 + 1, mask=m, other=float("-inf")))
+                sm += tl.load(part_ptr + p * 5 + 2, mask=m, other=0.0)
+                sq += tl.load(part_ptr + p * 5 + 3, mask=m, other=0.0)
+            nan = tl.sum(nans, axis=0) > 0
+            tl.store(stats_ptr + 0, tl.where(nan, float("nan"), tl.min(mn, axis=0)))
+            tl.store(stats_ptr + 1, tl.where(nan, float("nan"), tl.max(mx, axis=0)))
+            tl.store(stats_ptr + 2, tl.cast(num, tl.float64))
+            tl.store(stats_ptr + 3, tl.sum(sm, axis=0))
+            tl.store(stats_ptr + 4, tl.sum(sq, axis=0))
+
+    return {"slices": histogram_tf_kernel, "onchip": histogram_tf_onchip_kernel,
+            "finish": histogram_finish_kernel}
 
 
 def _kernel() -> Any:
@@ -161,6 +212,9 @@ def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True,
     x = x.contiguous().reshape(-1)
     n = x.numel()
     table = cell_table(str(x.device))
+    nbins = len(edges) - 1
+    counts = torch.empty(nbins, dtype=torch.int64, device=x.device)
+    stats = torch.empty(5, dtype=torch.float64, device=x.device)
     block = BLOCK if variant == "slices" else ONCHIP_BLOCK
     programs = programs_for(x, block)
     part = torch.empty(programs, 5, dtype=torch.float64, device=x.device)
@@ -168,15 +222,11 @@ def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True,
         if variant == "slices":
             slices = torch.zeros(programs, SLICE, dtype=torch.int32, device=x.device)
             _kernel()[(programs,)](x, n, table.base, table.threshold, slices, part, BLOCK=BLOCK, SLICE=SLICE)
-        else:
+        else:  # every counter is written once: no zeroing
             slices = torch.empty(programs, SLICE, dtype=torch.int32, device=x.device)
             _kernels()["onchip"][(programs,)](x, n, table.base, table.threshold, slices, part,
                                              BLOCK=ONCHIP_BLOCK, SLICE=SLICE, NB=NB)
-    counts = slices.sum(0, dtype=torch.int64)
-    any_nan = part[:, 4].sum() > 0
-    nan = torch.full((), float("nan"), dtype=torch.float64, device=x.device)  # a fill, not a copy
-    stats = torch.stack([torch.where(any_nan, nan, part[:, 0].min()),
-                         torch.where(any_nan, nan, part[:, 1].max()),
-                         torch.full((), float(n), dtype=torch.float64, device=x.device),
-                         part[:, 2].sum(), part[:, 3].sum()])
-    return counts[1:len(edges)], stats
+        _kernels()["finish"][((nbins + FINISH_COLS - 1) // FINISH_COLS,)](
+            slices, part, counts, stats, programs, nbins, n,
+            SLICE=SLICE, COLS=FINISH_COLS, ROWS=FINISH_ROWS, PROGS=FINISH_PROGS)
+    return counts, stats

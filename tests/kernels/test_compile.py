@@ -41,6 +41,16 @@ def _variants() -> List[Dict[str, Any]]:
             {"x_ptr": f"*{dtype}", "n": "i32", "base_ptr": "*i32", "thr_ptr": "*fp32", "slices_ptr": "*i32",
              "part_ptr": "*fp64"}, {"BLOCK": k_hist.ONCHIP_BLOCK, "SLICE": k_hist.SLICE, "NB": k_hist.NB},
             target, ["n"], variant="onchip")
+    finish = {"SLICE": k_hist.SLICE, "COLS": k_hist.FINISH_COLS, "ROWS": k_hist.FINISH_ROWS,
+              "PROGS": k_hist.FINISH_PROGS}
+    for num in ("i32", "i64"):
+        add(f"histogram_finish-{num}", "histogram",
+            {"slices_ptr": "*i32", "part_ptr": "*fp64", "counts_ptr": "*i64", "stats_ptr": "*fp64",
+             "programs": "i32", "nbins": "i32", "num": num}, finish, variant="finish")
+    # Triton turns integer arguments equal to 1 into constants: one element, one program
+    add("histogram_finish-one", "histogram",
+        {"slices_ptr": "*i32", "part_ptr": "*fp64", "counts_ptr": "*i64", "stats_ptr": "*fp64", "nbins": "i32"},
+        dict(finish, programs=1, num=1), variant="finish")
     for pred, label, weights, mode in [("fp32", "u8", False, 0), ("fp32", "i64", True, 0),
                                        ("fp16", "fp32", False, 1), ("fp64", "i8", True, 2)]:
         add(f"pr_curve-{pred}-{label}-w{int(weights)}", "pr_curve",
@@ -82,7 +92,7 @@ def test_kernel_compiles_for_cuda(compiled, variant):
         pytest.skip("this Triton's tl.histogram takes no mask (the experimental variant needs 3.4+)")
     result = compiled[variant]
     assert result["ok"], result["error"]
-    if variant.startswith("histogram_onchip"):  # no global atomics at all: counts stay on chip
+    if variant.startswith(("histogram_onchip", "histogram_finish")):  # no global atomics at all
         assert not any(op.startswith(("red.", "atom.")) for op in result["ptx_ops"]), result["ptx_ops"]
     elif variant.startswith(("histogram", "pr_curve")):
         ops = result["ptx_ops"]

@@ -89,6 +89,30 @@ def test_histogram_kernels_loop_over_many_tiles(variant):
     assert np.isnan(stats.cpu().numpy()[[0, 1, 3, 4]]).all() and stats[2] == n
 
 
+@pytest.mark.parametrize("programs", [1, 37, 300])
+def test_histogram_finish_kernel_sums_every_slice(programs):
+    """The finishing kernel against torch, with more slices and partials than one step reads."""
+    g = torch.Generator().manual_seed(programs)
+    slices = torch.randint(0, 1000, (programs, k_hist.SLICE), generator=g, dtype=torch.int32)
+    part = torch.randn(programs, 5, generator=g, dtype=torch.float64)
+    part[:, 4] = 0.0
+    nbins, n = 1548, 123456789
+    c = torch.empty(nbins, dtype=torch.int64, device=DEV)
+    st = torch.empty(5, dtype=torch.float64, device=DEV)
+
+    def finish(part: torch.Tensor) -> None:
+        k_hist._kernels()["finish"][((nbins + k_hist.FINISH_COLS - 1) // k_hist.FINISH_COLS,)](
+            slices.to(DEV), part.to(DEV), c, st, programs, nbins, n, SLICE=k_hist.SLICE,
+            COLS=k_hist.FINISH_COLS, ROWS=k_hist.FINISH_ROWS, PROGS=k_hist.FINISH_PROGS)
+    finish(part)
+    assert torch.equal(c.cpu(), slices.sum(0, dtype=torch.int64)[1:nbins + 1])
+    want = [part[:, 0].min(), part[:, 1].max(), float(n), part[:, 2].sum(), part[:, 3].sum()]
+    np.testing.assert_allclose(st.cpu().numpy(), np.array([float(v) for v in want]), rtol=1e-12)
+    part[programs // 2, 4] = 1.0  # a NaN somewhere: min and max become NaN, as numpy's
+    finish(part)
+    assert np.isnan(st.cpu().numpy()[:2]).all()
+
+
 def _pr_oracle(labels, preds, n, weights=None):
     idx = np.int32(np.floor(preds * (n - 1)))
     lab = labels.astype(np.float64)
