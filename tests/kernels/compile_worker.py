@@ -1,11 +1,11 @@
 """Compile gpulog's kernels with Triton's CUDA compiler, no GPU needed (run by test_compile.py).
 
-Reads a JSON list of variants on stdin — {"id", "kernel": "<module in gpulog.kernels>",
-optional "variant" (a key of the module's ``_kernels()``),
-"signature", "constexprs", "target": [backend, arch, warp size], "multiple_of_16": [int args]} — and prints one JSON object:
-id → {"ok", "error", "ptx_ops"} (its global loads, atomics and reductions).  Runs in its own process because Triton's interpreter
-(TRITON_INTERPRET=1, used by the other kernel tests) patches triton.language in ways that break
-real compilation in the same process.
+Reads a JSON list of variants on stdin, each {"id", "kernel": "<module in gpulog.kernels>",
+"variant" (optional: a key of the module's ``_kernels()``), "signature", "constexprs",
+"target": [backend, arch, warp size], "multiple_of_16": [int args]}, and prints one JSON object
+id -> {"ok", "error", "ptx_ops"} (the variant's global loads, atomics and reductions).  Runs in
+its own process because Triton's interpreter (TRITON_INTERPRET=1, used by the other kernel tests)
+patches triton.language in ways that break real compilation in the same process.
 """
 from __future__ import annotations
 
