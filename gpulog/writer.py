@@ -38,7 +38,7 @@ class SummaryWriter:
                  purge_step: Optional[int] = None, max_queue: int = 10, flush_secs: float = 120,
                  filename_suffix: str = "", *, logdir: Optional[Union[str, os.PathLike]] = None,
                  distributed: bool = False, distributed_sync_secs: float = 1.0,
-                 system_metrics: bool = False,
+                 distributed_timeout: float = 60.0, system_metrics: bool = False,
                  system_metrics_interval: float = 10.0) -> None:
         if log_dir is None:
             log_dir = logdir
@@ -50,11 +50,11 @@ class SummaryWriter:
         self.max_queue, self.flush_secs, self.filename_suffix = max_queue, flush_secs, filename_suffix
         self.file_writer: Optional[FileWriter] = None
         self.all_writers: Optional[Dict[str, FileWriter]] = None
-        self._dist = None
+        self._dist: Any = None
+        self._exit_hook: Any = None
         if distributed:
             from .distributed import RankContext
-            self._dist = RankContext.from_process_group(distributed_sync_secs)
-        self._exit_hook: Any = None
+            self._dist = RankContext(distributed_sync_secs, distributed_timeout, self._submit_reduced)
         self._get_file_writer()
         self._sampler = None
         if system_metrics:
@@ -68,7 +68,8 @@ class SummaryWriter:
         if fw is None:
             if self._dist is not None and not self._dist.is_writer:
                 # Non-zero ranks: a stand-in with FileWriter's methods that creates nothing.
-                fw = cast(FileWriter, self._dist.null_writer(self.log_dir))
+                from .distributed.lifecycle import NullFileWriter
+                fw = cast(FileWriter, NullFileWriter(self.log_dir))
             else:
                 fw = FileWriter(self.log_dir, self.max_queue, self.flush_secs, self.filename_suffix,
                                 _purge_step=self.purge_step)
@@ -76,9 +77,19 @@ class SummaryWriter:
             self.file_writer = fw
             self.all_writers = {fw.get_logdir(): fw}
             if self._dist is not None and self._exit_hook is None:
-                from .distributed import sync_at_exit
-                self._exit_hook = sync_at_exit(self)
+                from .distributed.lifecycle import settle_at_exit
+                self._exit_hook = settle_at_exit(self._dist.dist, self._dist.has_pending, self.flush)
         return fw
+
+    def _dist_target(self, fw: Optional[FileWriter] = None) -> Any:
+        """Rank 0: the sink an aggregated event goes to, resolved at the call (the file open now)."""
+        if not self._dist.is_writer:
+            return None
+        return (fw or self._get_file_writer())._live_sink()
+
+    def _submit_reduced(self, fn: Any, args: Any, staged: Any) -> None:
+        """Rank 0: queue one sync point's reduced results (events for several files)."""
+        self._get_file_writer().submit_multi(fn, args, staged)
 
     def get_logdir(self) -> str:
         """The directory event files are written to, as given."""
@@ -101,8 +112,8 @@ class SummaryWriter:
         wall = time.time() if walltime is None else to_walltime(walltime)
         t = type(scalar_value)
         if self._dist is not None:
-            return self._dist.add_scalar(self, tag, scalar_value, global_step, wall, reduce,
-                                         new_style, double_precision)
+            return self._dist.add_scalar(tag, scalar_value, global_step, wall, reduce,
+                                         new_style, double_precision, self._dist_target())
         fw = self.file_writer or self._get_file_writer()
         if t is not float and t is not int:
             if _convert.is_cuda_tensor(scalar_value):
@@ -134,11 +145,14 @@ class SummaryWriter:
             key = _convert.check_tag(key, "tag_scalar_dict key")
             values[key] = v if _convert.is_cuda_tensor(v) or self._dist is not None \
                 else _convert.scalar(v, f"tag_scalar_dict[{key!r}]")
-        if self._dist is not None:
-            return self._dist.add_scalars(self, main_tag, values, step, wall, reduce)
         fw_logdir = self._get_file_writer().get_logdir()
         for key, v in values.items():
-            fw = self._sub_writer(os.path.join(fw_logdir, main_tag.replace("/", "_") + "_" + key))
+            path = os.path.join(fw_logdir, main_tag.replace("/", "_") + "_" + key)
+            if self._dist is not None:
+                target = self._dist_target(self._sub_writer(path)) if self._dist.is_writer else None
+                self._dist.add_scalar(main_tag, v, step, wall, reduce, False, False, target)
+                continue
+            fw = self._sub_writer(path)
             if _convert.is_cuda_tensor(v):
                 self._add_device_scalar(fw, main_tag, v, step, wall, False, False)
             else:
@@ -268,7 +282,7 @@ class SummaryWriter:
         tag = _convert.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._dist is not None:
-            return self._dist.add_histogram(self, tag, values, step, wall, bins, max_bins)
+            return self._dist.add_histogram(tag, values, step, wall, bins, max_bins, self._dist_target())
         prep = red.prepare(tag, values, bins, max_bins)
         self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
 
@@ -281,8 +295,8 @@ class SummaryWriter:
         _check_thresholds(num_thresholds)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._dist is not None:
-            return self._dist.add_pr_curve(self, tag, labels, predictions, step, wall,
-                                           num_thresholds, weights)
+            return self._dist.add_pr_curve(tag, labels, predictions, step, wall, num_thresholds,
+                                           weights, self._dist_target())
         prep = red.prepare(tag, labels, predictions, num_thresholds, weights)
         self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
 
@@ -366,7 +380,7 @@ class SummaryWriter:
     def flush(self) -> None:
         """Barrier: when it returns, everything logged before is in the event files."""
         if self._dist is not None:
-            self._dist.sync(self, final=True)
+            self._dist.sync(final=True)
         for fw in list((self.all_writers or {}).values()):
             fw.flush()
 
@@ -379,10 +393,12 @@ class SummaryWriter:
             self._sampler.stop()
             self._sampler = None
         if self._dist is not None and self.all_writers is not None:
-            self._dist.sync(self, final=True)
-            if self._exit_hook is not None:
-                self._exit_hook()  # unregister: nothing is pending any more
-                self._exit_hook = None
+            try:
+                self._dist.sync(final=True)
+            finally:  # settled, or failed and reported here: nothing for the exit hook to do
+                if self._exit_hook is not None:
+                    self._exit_hook()
+                    self._exit_hook = None
         writers, self.all_writers, self.file_writer = self.all_writers or {}, None, None
         errors = []
         for fw in writers.values():

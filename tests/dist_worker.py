@@ -42,6 +42,26 @@ def log_all(w, rank: int, steps: int = 3, distributed: bool = True) -> None:
         w.add_text("note", f"written by rank {rank}", step)
 
 
+JITTER_STEPS = 400
+
+
+def jitter_loop(w, rank: int, collective: bool) -> None:
+    """A training loop as users run it: ~5 ms steps with rank-local jitter, one scalar a step,
+    a histogram every 40 steps, optionally one all_reduce a step (as DDP's gradient sync)."""
+    import random
+    import time
+    import torch.distributed as dist
+    rng = random.Random(rank)
+    grad = torch.ones(8)
+    for step in range(JITTER_STEPS):
+        time.sleep(0.003 + rng.random() * 0.004)
+        if collective:
+            dist.all_reduce(grad)
+        w.add_scalar("loss", scalar(rank, step), step)
+        if step % 40 == 0:
+            w.add_histogram("h", data(rank, step, 200), step)
+
+
 def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     import torch.distributed as dist
@@ -59,8 +79,32 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
             time.sleep(1.5)
             w.close()
             scenario = "done"
+        if scenario == "rank0-only":
+            # Lightning's TensorBoardLogger, HF's TensorBoardCallback: the writer exists on rank 0
+            # only, and the other ranks go on training.
+            import time
+            store = dist.distributed_c10d._get_default_store()
+            t = time.monotonic()
+            try:
+                if rank == 0:
+                    w = gpulog.SummaryWriter(logdir, distributed=True, distributed_timeout=4)
+                    w.add_scalar("loss", 1.0, 0)
+                    w.flush()
+                    w.close()
+            except Exception as err:
+                result["error"] = f"{type(err).__name__}: {err}"
+            result["seconds"] = time.monotonic() - t
+            if rank == 0:
+                store.set("test/done", "1")
+            else:
+                store.wait(["test/done"])
+            with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+                json.dump(result, f)
+            dist.destroy_process_group()
+            return
+        kw = {"distributed_timeout": 4} if scenario == "stops" else {}
         w = gpulog.SummaryWriter(logdir, distributed=True,
-                                 distributed_sync_secs=0 if scenario.endswith("every-step") else 1.0)
+                                 distributed_sync_secs=0 if scenario.endswith("every-step") else 1.0, **kw)
         if scenario.startswith("basic"):
             log_all(w, rank)
         elif scenario == "dead":
@@ -76,12 +120,32 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
             if scenario == "no-close-destroy":
                 dist.destroy_process_group()  # the usual end of a DDP script, without w.close()
             return  # otherwise interpreter exit must still sync and write
+        elif scenario.startswith("jitter"):
+            jitter_loop(w, rank, scenario.endswith("-collective"))
+        elif scenario == "stops":
+            # rank 1 stops logging after 5 steps (a data-dependent early exit); rank 0 goes on
+            import time
+            t = time.monotonic()
+            try:
+                for step in range(5 if rank == 1 else 200):
+                    w.add_scalar("loss", 1.0, step)
+                    time.sleep(0.002)
+                if rank == 0:
+                    w.flush()
+            finally:
+                result["seconds"] = time.monotonic() - t
+                store = dist.distributed_c10d._get_default_store()
+                if rank == 0:
+                    store.set("test/rank0-done", "1")
+                else:  # busy elsewhere (no logging) until rank 0 has given up on it
+                    store.wait(["test/rank0-done"])
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)
             w.add_scalar("loss", 1.0, 1)  # the step change is a sync point
         w.close()
         result["collectives"] = w._dist.collectives
+        result["sync_points"] = getattr(w._dist, "sync_points", 0)
     except Exception as err:  # reported to the test through the result file
         result["error"] = f"{type(err).__name__}: {err}"
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:

@@ -179,9 +179,10 @@ def reduce_native(x: torch.Tensor, n_edges: int, nthreads: Optional[int] = None
     return torch.from_numpy(counts[1:n_edges]), stats
 
 
-def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def reduce_torch(x: torch.Tensor, edges: Any, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """(counts int64 [len(edges)-1], stats float64 [min, max, num, sum, sum_squares]) of a flat
-    tensor on any device: the reference, the CPU path and the CUDA fallback."""
+    tensor on any device: the reference, the CPU path and the CUDA fallback.  ``edges`` is a host
+    array, or a float64 tensor on ``x``'s device (edges computed there, see :func:`int_edges`)."""
     n_edges = len(edges)
     tf_float = tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
     if tf_float and not x.is_cuda and native() is not None:
@@ -192,13 +193,38 @@ def reduce_torch(x: torch.Tensor, edges: np.ndarray, tensorflow: bool) -> Tuple[
         counts, s, ss = _tf_reduce_chunked(x, n_edges)
         return counts[1:n_edges], torch.stack([mn, mx, num, s, ss])
     x64 = x.double()
-    e = to_device(torch.from_numpy(np.asarray(edges, dtype=np.float64)), x.device)
+    e = edges if isinstance(edges, torch.Tensor) else \
+        to_device(torch.from_numpy(np.asarray(edges, dtype=np.float64)), x.device)
     idx = torch.bucketize(x64, e, right=True)
     idx = torch.where(x64 == e[-1], torch.full_like(idx, n_edges - 1), idx)
     idx = torch.where(torch.isnan(x64), torch.full_like(idx, n_edges), idx)
     counts = torch.zeros(n_edges + 1, dtype=torch.int64, device=x.device)
     _count_into(counts, idx)
     return counts[1:n_edges], torch.stack([mn, mx, num, x64.sum(), torch.dot(x64, x64)])
+
+
+def reduce(x: torch.Tensor, edges: Any, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`reduce_torch`'s contract, run where ``x`` lives by the fastest path there: the
+    Triton kernel for CUDA data (its torch reference if Triton is missing or fails), the fused
+    native pass or torch ops on CPU.  Queues device work only: nothing waits for the device."""
+    if x.is_cuda and tensorflow:
+        return kernel_or(x, "histogram.reduce", reduce_torch)(x, edges=edges, tensorflow=True)
+    return reduce_torch(x, edges, tensorflow)
+
+
+def int_edges(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
+    """numpy's edges for ``bins=<int>`` over the range [lo, hi] (0-d float64 tensors), computed
+    on their device with numpy's own arithmetic (``np.linspace``: ``i * step + lo``, last edge
+    = hi; a zero-width range widened by 0.5 each way), so the edges match numpy's bit for bit
+    and the data never leaves the device.  The multiply and the add are separate ops on purpose:
+    a fused multiply-add would round differently from numpy."""
+    same = lo == hi
+    lo = torch.where(same, lo - 0.5, lo)
+    hi = torch.where(same, hi + 0.5, hi)
+    step = (hi - lo) / bins
+    y = torch.arange(bins, dtype=torch.float64, device=lo.device) * step
+    y = y + lo
+    return torch.cat([y, hi.reshape(1)])
 
 
 def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
@@ -247,10 +273,15 @@ def _any_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x[:CHUNK]).any()) or bool(torch.isfinite(x).any())
 
 
+def check_max_bins(max_bins: Any) -> None:
+    if max_bins is not None and (not isinstance(max_bins, (int, np.integer)) or isinstance(max_bins, bool)
+                                 or max_bins < 1):
+        raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
+
+
 def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepared:
     """Validate and start the reduction; only the counts cross to the host, never the data."""
-    if max_bins is not None and (not isinstance(max_bins, (int, np.integer)) or max_bins < 1):
-        raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
+    check_max_bins(max_bins)
     x = _as_tensor(values)
     if x.dtype == torch.bool:
         x = x.to(torch.uint8)

@@ -41,6 +41,16 @@ def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[to
     return tp[:n], fp[:n]
 
 
+def buckets(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
+            n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`buckets_torch`'s contract, run where the data lives by the fastest path there: the
+    Triton kernel for CUDA data (else its torch reference), the fused native pass or chunked
+    torch ops on CPU.  Queues device work only."""
+    if pred.is_cuda:
+        return kernel_or(pred, "pr_curve.buckets", buckets_torch)(pred, labels, weights, n)
+    return buckets_chunked(pred, labels, weights, n)
+
+
 def _integral(labels: torch.Tensor) -> bool:
     return labels.dtype in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 

@@ -1,0 +1,262 @@
+"""``RankContext``: one rank's side of the aggregation; the writer's only interface to it.
+
+The writer calls ``add_scalar``/``add_histogram``/``add_pr_curve`` (validated arguments and, on
+rank 0, the sink each event goes to), ``sync(final=True)`` at ``flush()``/``close()`` and
+``close()``; results reach rank 0's event files through the ``submit`` callback it was given
+(the writer thread's multi-event item).  The parts: :mod:`.schedule` (when), :mod:`.protocol`
+(agreement), :mod:`.packing` (what travels), :mod:`.lifecycle` (start and end).
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .. import _convert
+from .._encode.pr_curve import MAX_THRESHOLDS
+from .._transfer import DeviceStaged, to_device
+from . import packing, protocol
+from .lifecycle import DistributedError, handshake
+from .packing import Entry
+from .schedule import SyncSchedule
+
+Submit = Callable[[Callable[..., Any], Tuple[Any, ...], Any], None]
+
+
+class RankContext:
+    def __init__(self, sync_secs: float, timeout: float, submit: Submit) -> None:
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("distributed=True needs torch.distributed initialised first: call "
+                             "torch.distributed.init_process_group(...) before SummaryWriter")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"distributed_timeout must be a positive number of seconds, got {timeout!r}")
+        self.schedule = SyncSchedule(sync_secs)
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.is_writer = self.rank == 0
+        self.timeout = float(timeout)
+        self.submit = submit
+        backend = str(dist.get_backend())
+        self.device = torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend \
+            else torch.device("cpu")
+        self.store = dist.distributed_c10d._get_default_store()
+        self.prefix = handshake(self.store, self.rank, self.world, self.timeout)
+        # gpulog's own gloo group: its collectives never pair with the training loop's, and they
+        # time out after `timeout` (a rank that stops logging), not the default group's 30 min.
+        self.proto_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=self.timeout))
+        # Data collectives: the same group on CPU; the default (NCCL) group for CUDA data, issued
+        # at sync points, which are program-order points identical on every rank.
+        self.data_group = self.proto_group if self.device.type == "cpu" else None
+        self.pending: List[Entry] = []
+        self.prev: Optional[Tuple[List[Entry], Any, torch.Tensor, List[Any], int]] = None
+        self.inflight: List[Tuple[Any, ...]] = []
+        self.seq = 0
+        self.failed: Optional[str] = None
+        # figures for benchmarks and tests
+        self.collectives = 0
+        self.sync_points = 0
+        self.bytes_synced = 0
+
+    # -- items -------------------------------------------------------------------------------
+    def add_scalar(self, tag: str, value: Any, step: Optional[int], wall: float,
+                   reduce: Optional[str], new_style: bool, double_precision: bool,
+                   target: Any) -> None:
+        if reduce not in packing.REDUCE_OPS:
+            raise ValueError(f"reduce must be one of 'mean', 'sum', 'min', 'max' or None, got {reduce!r}")
+        v = self._value(value)
+        s, m = packing.scalar_parts(v, reduce, self.is_writer)
+        self._queue(Entry("scalar", tag, step, wall, reduce, s, m, (new_style, double_precision), target))
+
+    def _value(self, value: Any) -> Any:
+        """A host float, or a one-element float64 tensor on its own device (no sync)."""
+        if isinstance(value, torch.Tensor) and value.device.type not in ("cpu", "meta"):
+            if value.numel() != 1:
+                raise ValueError(f"scalar_value must hold exactly one element, got shape {tuple(value.shape)}")
+            if value.is_complex():
+                raise TypeError(f"scalar_value must be real, got a {value.dtype} tensor")
+            return value.detach().reshape(1).to(torch.float64, copy=True)
+        return _convert.scalar(value, "scalar_value")
+
+    def add_histogram(self, tag: str, values: Any, step: Optional[int], wall: float, bins: Any,
+                      max_bins: Optional[int], target: Any) -> None:
+        from .._reduce import histogram as red
+        red.check_max_bins(max_bins)
+        x = red._as_tensor(values)
+        if x.dtype == torch.bool:
+            x = x.to(torch.uint8)
+        self._check_usable()
+        dev_edges = None
+        tensorflow = isinstance(bins, str) and bins == "tensorflow"
+        if isinstance(bins, str) and not tensorflow:
+            edges: Any = self._gathered_edges(x, bins)
+        elif isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+            x, dev_edges = self._global_int_edges(x, int(bins))
+            edges = None  # they travel in the max part, as counted
+        else:
+            edges, _ = red._edges_for(x, bins)
+        counts, stats = red.reduce(x, edges if dev_edges is None else dev_edges, tensorflow)
+        s, m = packing.histogram_parts(counts, stats, dev_edges)
+        self._queue(Entry("histogram", tag, step, wall, "hist", s, m, (edges, max_bins), target))
+
+    def _global_int_edges(self, x: torch.Tensor, bins: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """numpy's int-bins edges over the global range: one small MAX all_reduce at the call
+        (stream-ordered under NCCL: no host wait), the edges built on the device."""
+        from .._reduce import histogram as red
+        if bins < 1:
+            raise ValueError(f"bins must be a positive int, got {bins}")
+        if x.device != self.device:
+            x = to_device(x, self.device)
+        mn, mx = red._minmax(x)
+        r = torch.stack([mx, -mn])
+        r = torch.where(torch.isnan(r), torch.full_like(r, math.inf), r)  # NaN: no finite range
+        self._collective(self.dist.all_reduce, r, op=self.dist.ReduceOp.MAX, group=self.data_group)
+        if r.device.type == "cpu" and not all(math.isfinite(v) for v in r.tolist()):
+            raise ValueError(f"add_histogram: bins={bins} needs a finite range, but the values of "
+                             "some rank are NaN or infinite; pass explicit edges")
+        return x, red.int_edges(-r[1], r[0], bins)
+
+    def _gathered_edges(self, x: torch.Tensor, bins: str) -> np.ndarray:
+        """numpy's estimators ('auto', 'fd', ...) need quantiles of all the data: gather it to the
+        host (two synchronous collectives and, for CUDA data, a device→host copy at this call:
+        the documented price of those bins) and build the edges every rank then shares."""
+        local = x.detach().double().reshape(-1).cpu()
+        sizes = torch.tensor([local.numel()], dtype=torch.int64)
+        all_sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
+        self._collective(self.dist.all_gather, all_sizes, sizes, group=self.proto_group)
+        longest = int(max(int(t) for t in all_sizes))
+        padded = torch.zeros(longest, dtype=torch.float64)
+        padded[:local.numel()] = local
+        parts = [torch.empty(longest, dtype=torch.float64) for _ in range(self.world)]
+        self._collective(self.dist.all_gather, parts, padded, group=self.proto_group)
+        data = torch.cat([p[:int(n)] for p, n in zip(parts, all_sizes)]).numpy()
+        try:
+            return np.histogram_bin_edges(data, bins=bins)
+        except ValueError as err:
+            raise ValueError(f"add_histogram: cannot build bins={bins!r} for this data "
+                             f"(NaN or infinite values need explicit edges): {err}") from err
+
+    def add_pr_curve(self, tag: str, labels: Any, predictions: Any, step: Optional[int], wall: float,
+                     num_thresholds: int, weights: Any, target: Any) -> None:
+        from .._reduce import pr_curve as red
+        pred, lab, w = red.validate(labels, predictions, weights)
+        self._check_usable()
+        n = min(int(num_thresholds), MAX_THRESHOLDS)
+        tp, fp = red.buckets(pred.reshape(-1), lab.reshape(-1), None if w is None else w.reshape(-1), n)
+        self._queue(Entry("pr_curve", tag, step, wall, "sum", packing.pr_parts(tp, fp), None,
+                          (num_thresholds, n), target))
+
+    def _queue(self, entry: Entry) -> None:
+        self._check_usable()
+        if self.schedule.due(entry.step):
+            self.sync()
+        self.pending.append(entry)
+        self.schedule.queued(entry.step)
+
+    def has_pending(self) -> bool:
+        """Anything an exit hook should still settle (nothing once an error was raised)."""
+        return self.failed is None and (bool(self.pending) or self.prev is not None)
+
+    # -- sync points ---------------------------------------------------------------------------
+    def sync(self, final: bool = False) -> None:
+        """A sync point: settle the previous one, start this one; ``final`` settles both
+        (``flush()``/``close()``).  Pipelining by one sync point keeps every collective
+        asynchronous: the header issued here is checked at the next sync point, and only then
+        are the data collectives launched."""
+        self._check_usable()
+        entries, self.pending = self.pending, []
+        self.schedule.cut()
+        self.inflight = [item for item in self.inflight if not all(w.is_completed() for w in item[0])]
+        self._settle()
+        if entries:
+            sigs = [e.signature() for e in entries]
+            self.seq += 1
+            t = protocol.header(self.seq, sigs, self.schedule.propose() if self.is_writer else 0)
+            work = self._collective(self.dist.all_reduce, t, op=self.dist.ReduceOp.MAX,
+                                    group=self.proto_group, async_op=True)
+            self.prev = (entries, work, t, sigs, self.seq)
+            self.sync_points += 1
+            self.bytes_synced += t.numel() * t.element_size()
+        if final:
+            self._settle()
+            for works, *_ in self.inflight:
+                for w in works:
+                    self._wait(w)
+            self.inflight = []
+
+    def _settle(self) -> None:
+        if self.prev is None:
+            return
+        entries, work, t, sigs, seq = self.prev
+        self.prev = None
+        self._wait(work)  # issued a sync point ago: normally complete already
+        if not protocol.agrees(t):
+            gathered = protocol.exchange(self.store, self.prefix, seq, self.rank, self.world, sigs,
+                                         self.timeout)
+            message = protocol.describe(gathered)
+            self.failed = message
+            raise ValueError(message)
+        self.schedule.adopt(protocol.proposal_of(t))
+        sum_buf = packing.pack([e.sum_part for e in entries], self.device)
+        max_buf = packing.pack([e.max_part for e in entries], self.device)
+        works = []
+        for buf, op in ((sum_buf, self.dist.ReduceOp.SUM), (max_buf, self.dist.ReduceOp.MAX)):
+            if buf is not None:
+                self.bytes_synced += buf.numel() * buf.element_size()
+                works.append(self._collective(self.dist.all_reduce, buf, op=op,
+                                              group=self.data_group, async_op=True))
+        if not self.is_writer:
+            self.inflight.append((works, sum_buf, max_buf))  # buffers live until the collectives end
+            return
+        bufs = [b if b is not None else torch.zeros(0, dtype=torch.float64, device=self.device)
+                for b in (sum_buf, max_buf)]
+        staged: Any
+        if self.device.type == "cuda":
+            # NCCL's wait() only orders the current stream after the collective (no host wait);
+            # the results then come back like every CUDA reduction: pinned, non-blocking, an event.
+            for w in works:
+                w.wait()
+            staged = DeviceStaged(bufs)
+        else:
+            staged = _Reduced(works, bufs, self._wait)  # waited on rank 0's writer thread
+        self.submit(packing.deliver, (entries, self.world), staged)
+
+    # -- collectives ---------------------------------------------------------------------------
+    def _check_usable(self) -> None:
+        if self.failed is not None:
+            raise DistributedError(f"gpulog's distributed aggregation stopped after an earlier "
+                                   f"error on rank {self.rank}: {self.failed}")
+
+    def _fail(self, err: BaseException) -> DistributedError:
+        self.failed = (f"rank {self.rank}: a collective of gpulog's aggregation failed or timed out "
+                       f"({err}). Another rank may have died, diverged or stopped logging; gpulog "
+                       f"waits distributed_timeout={self.timeout:g} s for the other ranks.")
+        return DistributedError(self.failed)
+
+    def _collective(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        self.collectives += 1
+        try:
+            return fn(*args, **kw)
+        except RuntimeError as err:
+            raise self._fail(err) from err
+
+    def _wait(self, work: Any) -> None:
+        try:
+            work.wait()
+        except RuntimeError as err:
+            raise self._fail(err) from err
+
+
+class _Reduced:
+    """CPU (gloo) results: waits for the packed collectives on rank 0's writer thread."""
+
+    def __init__(self, works: List[Any], bufs: List[torch.Tensor], wait: Callable[[Any], None]) -> None:
+        self.works, self.bufs, self.wait = works, bufs, wait
+
+    def result(self) -> Tuple[np.ndarray, ...]:
+        for w in self.works:
+            self.wait(w)
+        return tuple(b.numpy() for b in self.bufs)
