@@ -244,12 +244,21 @@ class Bench:
                 self.emit(row["figure"], row["writer"], row["value"], row["unit"])
 
     def distributed(self) -> None:
-        """gloo processes on CPU: collectives per step and overhead over no logging (gpulog only)."""
-        from benchmarks.bench_distributed import run
-        for row in run(world=2, steps=60 if self.quick else 200):
+        """gloo processes on CPU in steady state (>= 20 sync points): overhead over no logging,
+        collectives per step, bytes per sync point (gpulog only); then an 8-rank correctness run."""
+        from benchmarks.bench_distributed import correctness, run
+        for row in run(world=2, steps=300 if self.quick else 1500, repeats=2 if self.quick else 3):
             fig = row["figure"]
-            self.emit(fig + ".overhead", "-", row["overhead_pct"], "%")
-            self.emit(fig + ".collectives_per_step", "-", row["collectives_per_step"], "count")
+            for key, unit in (("overhead_pct", "%"), ("collectives_per_step", "count"),
+                              ("sync_points", "count"), ("bytes_per_sync_point", "B")):
+                if key in row:
+                    s = row[key]
+                    self.emit(f"{fig}.{key}", "-", s["median"], unit)
+                    print(f"  {fig}.{key}: min {s['min']:.4g} / median {s['median']:.4g} / max {s['max']:.4g}")
+        check = correctness(world=4 if self.quick else 8, steps=40 if self.quick else 100)
+        print(f"  distributed correctness, {check['world']} ranks x {check['steps']} steps: "
+              f"{'exact' if not check['errors'] else check['errors']} ({check['seconds']:.1f} s)")
+        self.emit(f"distributed.{check['world']}ranks.correctness_errors", "-", len(check["errors"]), "count")
 
     def table(self) -> str:
         by: Dict[str, Dict[str, float]] = {}

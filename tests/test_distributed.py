@@ -169,3 +169,27 @@ def test_rank_that_stops_logging_gives_an_error_in_bounded_time(tmp_path):
     logdir, results = spawn(tmp_path, 2, "stops")
     assert "DistributedError" in results[0].get("error", ""), results
     assert results[0]["seconds"] < 30
+
+
+@pytest.mark.parametrize("mode", ["plain", "forward"])
+def test_lightning_ddp_rank0_only_logger(tmp_path, mode):
+    """Lightning's TensorBoardLogger lives on rank 0 only. Plain gpulog works under strategy='ddp';
+    distributed=True forwarded to it fails within distributed_timeout with the remedy, and the
+    run ends (it used to leave rank 0 stuck in flush() for good)."""
+    pytest.importorskip("lightning")
+    import subprocess
+    import sys
+    import time
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "lightning_ddp.py"),
+                        str(tmp_path / "logs"), mode], capture_output=True, text=True, timeout=240,
+                       cwd=tmp_path)
+    if mode == "forward":
+        assert r.returncode != 0
+        assert "DistributedError" in r.stderr and "distributed=False" in r.stderr, r.stderr[-3000:]
+        assert time.monotonic() - t < 120
+        return
+    assert r.returncode == 0, r.stderr[-3000:]
+    from gpulog.reader import read_scalars
+    loss = read_scalars(tmp_path / "logs" / "version_0")["loss"]
+    assert [s for s, _ in loss] == list(range(10)) and all(np.isfinite(v) for _, v in loss)

@@ -24,6 +24,9 @@ class DistributedError(GpulogError):
     """A collective failed or timed out: another rank died, diverged or stopped logging."""
 
 
+DistributedError.__module__ = "gpulog.distributed"  # where users import it from
+
+
 _writer_numbers = itertools.count()
 
 

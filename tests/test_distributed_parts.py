@@ -1,0 +1,128 @@
+"""The parts of distributed aggregation, each alone (no process group): schedule, protocol, packing."""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from gpulog.distributed import packing, protocol
+from gpulog.distributed.schedule import MAX_PENDING, SyncSchedule
+
+
+def _cuts(schedule: SyncSchedule, steps, adopt_every=None, proposals=()):
+    """Drive a schedule like a rank does; the indices of the items a sync point falls before."""
+    cuts, proposals = [], list(proposals)
+    for i, step in enumerate(steps):
+        if schedule.due(step):
+            cuts.append(i)
+            schedule.cut()
+            if proposals:
+                schedule.adopt(proposals.pop(0))
+        schedule.queued(step)
+    return cuts
+
+
+def test_schedule_depends_on_calls_not_on_clocks():
+    steps = [s for s in range(300) for _ in range(3)]   # three items a step
+    fast = iter(range(10**6))
+    slow_rng = random.Random(1)
+    slow_t = [0.0]
+
+    def slow_clock():
+        slow_t[0] += slow_rng.random()
+        return slow_t[0]
+    a = _cuts(SyncSchedule(1.0, clock=lambda: float(next(fast))), steps, proposals=[5, 40, 7])
+    b = _cuts(SyncSchedule(1.0, clock=slow_clock), steps, proposals=[5, 40, 7])
+    assert a == b and len(a) > 10
+    # every cut falls on a change of step, never inside one
+    assert all(steps[i] != steps[i - 1] for i in a)
+
+
+def test_schedule_every_step_and_cap():
+    steps = [s for s in range(10) for _ in range(2)]
+    assert _cuts(SyncSchedule(0), steps) == list(range(2, 20, 2))
+    same_step = [7] * (MAX_PENDING * 2 + 1)
+    assert _cuts(SyncSchedule(1.0), same_step) == [MAX_PENDING, 2 * MAX_PENDING]
+    assert _cuts(SyncSchedule(1.0), [None] * 40) == [16, 32]  # no step: count alone
+
+
+def test_schedule_proposal_follows_the_item_rate():
+    t = [0.0]
+    s = SyncSchedule(2.0, clock=lambda: t[0])
+    for _ in range(50):
+        s.queued(1)
+    s.cut()
+    t[0] = 0.5                       # 50 items in 0.5 s → 100 items/s → 200 items per 2 s
+    assert s.propose() == 200
+    assert SyncSchedule(0).propose() == 1
+    with pytest.raises(ValueError, match="distributed_sync_secs"):
+        SyncSchedule(-1)
+
+
+def _max_reduce(*headers):
+    return torch.stack(headers).max(0).values
+
+
+def test_header_agreement_and_the_carried_proposal():
+    sigs = [("scalar", "loss", 3, "mean", 1, 0)]
+    h0, h1 = protocol.header(4, sigs, 37), protocol.header(4, sigs, 0)
+    assert protocol.agrees(_max_reduce(h0, h1)) and protocol.proposal_of(_max_reduce(h0, h1)) == 37
+    other = protocol.header(4, [("scalar", "acc", 3, "mean", 1, 0)], 0)
+    assert not protocol.agrees(_max_reduce(h0, other))
+    assert not protocol.agrees(_max_reduce(h0, protocol.header(5, sigs, 0)))   # another sync point
+    assert not protocol.agrees(_max_reduce(h0, protocol.header(4, sigs * 2, 0)))
+
+
+def test_mismatch_is_described_from_the_store():
+    store = torch.distributed.HashStore()
+    a = [("scalar", "loss", 0, "mean", 1, 0), ("scalar", "loss2", 0, "mean", 1, 0)]
+    b = [("scalar", "loss", 0, "mean", 1, 0), ("scalar", "acc", 0, "mean", 1, 0)]
+    protocol.exchange(store, "t", 1, 1, 2, b, timeout=0.1)   # rank 1 answers first
+    gathered = protocol.exchange(store, "t", 1, 0, 2, a, timeout=5)
+    text = protocol.describe(gathered)
+    assert "item 1" in text and "'loss2'" in text and "'acc'" in text and "rank 1" in text
+    silent = protocol.exchange(store, "t", 2, 0, 2, a, timeout=0.2)
+    assert silent[1] is None and "rank 1 did not answer" in protocol.describe(silent)
+
+
+def test_packing_round_trip_for_every_reduce_op():
+    world = 2
+    values = {0: [1.5, -2.0, 3.0, 0.25, 9.0], 1: [2.5, 4.0, -1.0, 0.75, 7.0]}
+    ops = ["mean", "sum", "max", "min", None]
+    sums, maxes = [], []
+    for rank in range(world):
+        entries = []
+        for op, v in zip(ops, values[rank]):
+            value = torch.tensor([v], dtype=torch.float64) if op == "max" else v  # tensors and floats mix
+            s, m = packing.scalar_parts(value, op, rank == 0)
+            entries.append(packing.Entry("scalar", op or "rank0", 0, 1.0, op, s, m, (False, False)))
+        sums.append(packing.pack([e.sum_part for e in entries], torch.device("cpu")))
+        maxes.append(packing.pack([e.max_part for e in entries], torch.device("cpu")))
+    total, top = (sums[0] + sums[1]).numpy(), torch.maximum(maxes[0], maxes[1]).numpy()
+    events = packing.deliver(entries, world, total, top)
+    got = [_scalar_of(data) for _, data in events]
+    v0, v1 = values[0], values[1]
+    assert got == pytest.approx([(v0[0] + v1[0]) / 2, v0[1] + v1[1], max(v0[2], v1[2]),
+                                 min(v0[3], v1[3]), v0[4]])
+
+
+def _scalar_of(event: bytes) -> float:
+    from gpulog._proto.decode import parse_event
+    return parse_event(event).values[0].scalar
+
+
+def test_histogram_parts_keep_nan_out_of_the_extremes():
+    counts = torch.tensor([1, 2, 3])
+    finite = torch.tensor([-1.0, 4.0, 6.0, 10.0, 30.0], dtype=torch.float64)
+    with_nan = torch.tensor([math.nan, math.nan, 2.0, math.nan, math.nan], dtype=torch.float64)
+    s0, m0 = packing.histogram_parts(counts, finite)
+    s1, m1 = packing.histogram_parts(counts, with_nan)
+    assert m1.tolist() == [-math.inf, -math.inf] and s1[-1] == 1 and s0[-1] == 0
+    assert torch.maximum(m0, m1).tolist() == [4.0, 1.0]   # max, -min of the finite rank
+    edges = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    _, m = packing.histogram_parts(counts, finite, edges)
+    assert m.tolist()[2:] == edges.tolist()
+    assert np.array_equal(s0[:3].numpy(), [1, 2, 3])
