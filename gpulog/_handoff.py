@@ -82,5 +82,11 @@ class Handoff:
             self._bytes -= nbytes
 
     def notify_space(self) -> None:
-        with self._space:
-            self._space.notify_all()
+        # Never block the writer on this lock: a SIGTERM handler may have interrupted a producer
+        # inside _backpressure() while it holds it, then wait for the writer to drain.  Producers
+        # wake every 50 ms anyway.
+        if self._space.acquire(blocking=False):
+            try:
+                self._space.notify_all()
+            finally:
+                self._space.release()

@@ -14,8 +14,15 @@ Guarantees
   data reaches the file within the hand-off's poll interval; under sustained load a file is written
   every ``max_queue`` events or ``flush_secs`` seconds, whichever comes first.
 * Exit: an ``atexit`` hook drains the queue, so a script that never calls ``close()`` loses nothing.
-* Errors: an I/O error is stored on the event file's sink and raised (chained) on the caller's
-  next call; the records are kept and written again on the next attempt.
+* Errors: an I/O error is stored on the event file's sink and raised (an ``OSError``, chained) on
+  the caller's next call, after that call's own value was queued; the records are kept, as a list
+  of framed records (never re-joined into one growing buffer), and written again once per poll
+  interval (``RETRY_S``) or at a ``flush()``/``close()``.  A summary that fails to *encode* on this
+  thread is skipped with a warning naming its method, tag and step; it never fails a later call.
+* Forked children: a child's engine registers a ``multiprocessing`` finalizer, so children that
+  end through ``multiprocessing`` (``os._exit()`` after the target returns: ``Process``, DataLoader
+  workers) drain too.  A child that calls ``os._exit()`` itself must ``close()`` or ``flush()`` first.
+* SIGTERM (preemption by SLURM, Kubernetes): see :func:`install_sigterm_handler`.
 * Fork: the child gets a fresh engine (new queue, new thread on first use); sinks created by the
   parent are detached in the child, so it never writes into the parent's file.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import weakref
@@ -34,6 +42,8 @@ from ._proto.messages import event_with_summary, summary
 from ._record import frame
 
 OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL, OP_MULTI = range(7)
+RETRY_S = 0.2          # after a failed write, the next attempt waits this long (or a flush/close)
+WRITE_CHUNK = 1 << 20  # bytes joined per os.write: a backlog is never copied whole
 
 
 class Sink:
@@ -46,29 +56,54 @@ class Sink:
         self.flush_secs = float(flush_secs)
         self.pending: List[bytes] = []
         self.error: Optional[BaseException] = None
+        self.failures = 0              # failed write attempts since the last success
+        self.retry_at = 0.0
         self.last_write = time.monotonic()
         self.pid = os.getpid()
 
-    def write_pending(self) -> None:
+    def write_pending(self, force: bool = False) -> None:
+        """Write the pending records in chunks of at most ``WRITE_CHUNK`` bytes.  After a failure,
+        attempts before ``retry_at`` return at once (unless ``force``: a flush or close), so a full
+        disk costs the writer one failed call per ``RETRY_S``, not one per record."""
         if not self.pending or self.fd is None:
             return
-        data = b"".join(self.pending)
+        if self.failures and not force and time.monotonic() < self.retry_at:
+            return
+        pending = self.pending
+        i = 0
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            while i < len(pending):
+                j, size = i, 0
+                while j < len(pending) and (size == 0 or size + len(pending[j]) <= WRITE_CHUNK):
+                    size += len(pending[j])
+                    j += 1
+                data = pending[i] if j == i + 1 else b"".join(pending[i:j])
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+                i = j
         except OSError as err:
-            # Keep what was not written (records are appended whole or retried whole).
+            # Keep what was not written; a record cut by a partial write keeps its unwritten tail
+            # first, so the file stays a sequence of whole records once it is retried.
             written = len(data) - len(view)
-            self.pending = [data[written:]] if written else self.pending
+            rest = pending[j:]
+            if written:
+                rest.insert(0, bytes(data[written:]))
+            else:
+                rest[0:0] = pending[i:j]
+            self.pending = rest
             self.error = err
+            self.failures += 1
+            self.retry_at = time.monotonic() + RETRY_S
             return
         self.pending = []
+        self.failures = 0
+        self.error = None  # everything reached the file after all: nothing to report
         self.last_write = time.monotonic()
 
     def close(self) -> None:
-        self.write_pending()
+        self.write_pending(force=True)
         if self.fd is not None and not self.pending:
             os.close(self.fd)
             self.fd = None
@@ -92,6 +127,7 @@ class Engine:
                     t = threading.Thread(target=self._run, name="gpulog-writer", daemon=True)
                     t.start()
                     self._thread = t
+                    install_sigterm_handler()
 
     def barrier(self, op: int, sink: Optional[Sink], timeout: Optional[float] = None) -> bool:
         """Queue a flush/close marker and wait until the writer has passed it."""
@@ -149,10 +185,8 @@ class Engine:
                 else:
                     self._barrier_item(item)
                     continue
-            except Exception as err:  # encode failure: report on the caller's next call
-                sink = item[1]
-                if isinstance(sink, Sink):
-                    sink.error = err
+            except Exception as err:  # noqa: BLE001 - encode failure: skip this item, say which
+                _warn_skipped(item, err)
                 continue
             dirty[id(sink)] = sink
             if len(sink.pending) >= sink.max_queue:
@@ -175,11 +209,11 @@ class Engine:
             if now - sink.last_write >= sink.flush_secs:
                 sink.write_pending()
 
-    def _write_dirty(self) -> None:
+    def _write_dirty(self, force: bool = False) -> None:
         dirty = self._dirty
         for key in list(dirty):
             sink = dirty[key]
-            sink.write_pending()
+            sink.write_pending(force)
             if not sink.pending:
                 del dirty[key]
 
@@ -187,9 +221,9 @@ class Engine:
         op, sink, done = item
         try:
             if sink is None:
-                self._write_dirty()
+                self._write_dirty(force=True)
             elif op == OP_FLUSH:
-                sink.write_pending()
+                sink.write_pending(force=True)
             else:
                 sink.close()
                 if sink.fd is None:
@@ -197,6 +231,28 @@ class Engine:
         finally:
             done.set()
 
+
+def _warn_skipped(item: Any, err: BaseException) -> None:
+    """An item that failed on this thread: a warning naming what was skipped (the caller's call
+    returned long ago; raising it on a later, unrelated call would cost that call its value)."""
+    import warnings
+    what = "a summary"
+    if item[0] == OP_SUMMARY:
+        encode, args, step = item[2], item[3], item[4]
+        tag = next((a for a in args if isinstance(a, str)), None)
+        what = f"{_METHODS.get(getattr(encode, '__name__', ''), 'add_*')}(tag={tag!r}, step={step})"
+    elif item[0] == OP_CALL:
+        what = f"{getattr(item[2], '__module__', '')}.{getattr(item[2], '__name__', 'call')}"
+    warnings.warn(f"gpulog: {what} could not be written and was skipped: {type(err).__name__}: {err}",
+                  RuntimeWarning, stacklevel=2)
+
+
+# encoder name -> the method users called (for the warning above)
+_METHODS = {"histogram": "add_histogram", "histogram_raw": "add_histogram_raw", "pr_curve": "add_pr_curve",
+            "pr_curve_raw": "add_pr_curve_raw", "from_array": "add_scalar", "new_style": "add_scalar",
+            "image": "add_image", "images": "add_images", "video": "add_video", "audio": "add_audio",
+            "mesh": "add_mesh", "tensor": "add_tensor", "text": "add_text", "custom_scalars":
+            "add_custom_scalars"}
 
 _engine: Optional[Engine] = None
 _engine_lock = threading.Lock()
@@ -210,8 +266,24 @@ def engine() -> Engine:
         with _engine_lock:
             if _engine is None:
                 _engine = Engine()
+                _register_child_finalizer()
             e = _engine
     return e
+
+
+_first_pid = os.getpid()
+
+
+def _register_child_finalizer() -> None:
+    """In a process started by ``multiprocessing`` (fork, spawn or forkserver), drain at its
+    end: such children leave through ``os._exit()``, which skips ``atexit``, but run the
+    finalizers of ``multiprocessing.util`` first.  Registered when the child's engine is made,
+    after ``multiprocessing`` has cleared the finalizers inherited from the parent."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or (mp.current_process().name == "MainProcess" and os.getpid() == _first_pid):
+        return
+    from multiprocessing import util
+    util.Finalize(None, _drain_at_exit, exitpriority=100)
 
 
 def register_owner(owner: Any) -> None:
@@ -225,8 +297,74 @@ def _drain_at_exit() -> None:
         e.barrier(OP_FLUSH, None, timeout=60.0)
 
 
+_sigterm_previous: Any = None
+_sigterm_installed = False
+
+
+def install_sigterm_handler() -> bool:
+    """Drain every event file before the process dies of SIGTERM (how SLURM and Kubernetes
+    preempt jobs), so nothing whose ``add_*`` returned is lost.
+
+    Installed by the first writer when called from the main thread and the current handler is
+    the default or a Python function; never over ``SIG_IGN`` or a handler installed later by
+    someone else.  Over the default it drains (on a helper thread), then restores the default and
+    re-raises SIGTERM, so the exit status still reads "killed by SIGTERM"; an ``add_*`` called
+    after the signal waits for that end instead of returning, so every call that returned is
+    written.  Over a Python handler (a framework's, e.g. Lightning's SLURM
+    requeue) it calls that handler at once: if it exits, the ``atexit`` drain writes everything.  ``GPULOG_SIGTERM=0`` opts out; with a handler
+    of your own installed later, call ``writer.flush()`` in it.  Returns whether it installed.
+    """
+    global _sigterm_previous, _sigterm_installed
+    import signal
+    if _sigterm_installed or os.environ.get("GPULOG_SIGTERM", "1") == "0" or not hasattr(signal, "SIGTERM"):
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL and not callable(previous):
+        return False
+
+    drained = threading.Event()
+    draining: List[bool] = []
+
+    def drain_then_die() -> None:
+        _drain_at_exit()
+        drained.set()
+        os.kill(os.getpid(), signal.SIGTERM)  # back in the main thread: the branch below
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # Runs in the main thread between two bytecodes, possibly while it holds one of the
+        # hand-off's locks (inside Event.set(), say): so it takes no lock itself and the drain
+        # runs on a helper thread, which then re-sends SIGTERM.
+        if callable(previous):
+            previous(signum, frame)  # the framework's own handling; exits drain through atexit
+            return
+        if drained.is_set():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if not draining:
+            draining.append(True)
+            # From here on an add_* never returns: it waits for the end, so every call that did
+            # return is covered by the drain.  (Instance attributes shadow the hand-off's methods;
+            # an assignment takes no lock.)
+            e = _engine
+            if e is not None:
+                def blocked(*args: Any) -> None:
+                    drained.wait()
+                e.handoff.put = e.handoff.put_payload = blocked  # type: ignore[method-assign,assignment]
+            threading.Thread(target=drain_then_die, name="gpulog-sigterm", daemon=True).start()
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, or an embedded one
+        return False
+    _sigterm_previous, _sigterm_installed = previous, True
+    return True
+
+
 def _after_fork_in_child() -> None:
-    global _engine, _engine_lock
+    global _engine, _engine_lock  # an inherited SIGTERM handler drains the child's own engine
     _engine = None
     _engine_lock = threading.Lock()
     for owner in list(_live_sinks):

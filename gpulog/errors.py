@@ -6,8 +6,10 @@ class GpulogError(RuntimeError):
     """Base class for gpulog's lifecycle errors."""
 
 
-class WriterError(GpulogError):
+class WriterError(OSError, GpulogError):
     """The background writer could not write (disk full, directory removed, …).
 
-    Raised on the caller's next call, chained to the original exception (``__cause__``).
+    An ``OSError`` (``except OSError`` catches it, as torch's writer raises one) with the original
+    ``errno`` and the event file as ``filename``; raised on the caller's next call, after that
+    call's own value was queued, chained to the original exception (``__cause__``).
     """

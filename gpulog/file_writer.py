@@ -33,18 +33,30 @@ def _as_dir(log_dir: Any) -> str:
     return str(log_dir)
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
 def to_step(global_step: Any) -> Optional[int]:
-    """``None`` or an integral step (ints, integral floats, numpy ints, one-element tensors)."""
-    if global_step is None or type(global_step) is int:
-        return global_step
-    if isinstance(global_step, bool) or isinstance(global_step, (str, bytes)):
-        raise TypeError(f"global_step must be an integer, got {global_step!r}")
-    try:
-        step = int(global_step)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"global_step must be an integer, got {type(global_step).__name__}") from err
-    if isinstance(global_step, float) and step != global_step:
-        raise ValueError(f"global_step must be a whole number, got {global_step!r}")
+    """``None`` or an integral step in int64 (ints, integral floats, numpy ints, one-element
+    tensors): the event's ``step`` field is an int64, and a larger value would be written
+    wrapped or undecodable (TensorBoard's reload thread dies on it)."""
+    if global_step is None:
+        return None
+    if type(global_step) is int:
+        step = global_step
+    else:
+        if isinstance(global_step, bool) or isinstance(global_step, (str, bytes)):
+            raise TypeError(f"global_step must be an integer, got {global_step!r}")
+        try:
+            step = int(global_step)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise TypeError(f"global_step must be an integer, got {type(global_step).__name__} "
+                            f"({global_step!r:.40})") from err
+        if isinstance(global_step, float) and step != global_step:
+            raise ValueError(f"global_step must be a whole number, got {global_step!r}")
+    if not INT64_MIN <= step <= INT64_MAX:
+        raise ValueError(f"global_step must fit in int64 (-2**63 .. 2**63-1), got {step}; "
+                         "TensorBoard stores steps as int64")
     return step
 
 
@@ -113,25 +125,33 @@ class FileWriter:
 
     # -- submission (caller thread) --------------------------------------------------------
     def _live_sink(self) -> _worker.Sink:
+        """The open sink (reopened in a forked child); raises nothing stored: see ``_report``."""
         sink = self._sink
         if sink is None:
             if not self._reopen_on_use:
-                raise WriterError("this FileWriter is closed; call reopen() first")
+                raise ValueError("this FileWriter is closed; call reopen() first")
             self._reopen_on_use = False
             self._open()
             sink = self._sink
             assert sink is not None
+        return sink
+
+    @staticmethod
+    def _report(sink: _worker.Sink) -> None:
+        """Raise a write error the writer thread met — after the caller's own item was queued,
+        so the call that surfaces it keeps its value."""
         err = sink.error
         if err is not None:
             sink.error = None
             _raise_stored(err, sink.path)
-        return sink
 
     def submit_scalar(self, tag: str, value: float, step: Optional[int], wall: float) -> None:
         sink = self._sink
-        if sink is None or sink.error is not None:
+        if sink is None:
             sink = self._live_sink()
         self._handoff.put((_worker.OP_SCALAR, sink, tag, value, step, wall))
+        if sink.error is not None:
+            self._report(sink)
 
     def submit(self, encode: Callable[..., List[bytes]], args: Sequence[Any], step: Optional[int],
                wall: float, nbytes: int = 0, staged: Any = None) -> None:
@@ -142,6 +162,7 @@ class FileWriter:
             self._handoff.put_payload(item, nbytes)
         else:
             self._handoff.put(item)
+        self._report(sink)
 
     def submit_multi(self, fn: Callable[..., Any], args: Sequence[Any], staged: Any) -> None:
         """Queue ``fn(*args, *staged.result())`` → ``[(sink, event bytes), ...]`` (rank-0 aggregation)."""
@@ -152,6 +173,7 @@ class FileWriter:
         """Run ``fn(*args)`` on the writer thread, in order with the events (embedding files)."""
         sink = self._live_sink()
         self._handoff.put_payload((_worker.OP_CALL, sink, fn, tuple(args), nbytes), nbytes)
+        self._report(sink)
 
     # -- torch FileWriter API --------------------------------------------------------------
     def add_event(self, event: Any, step: Optional[int] = None, walltime: Optional[float] = None) -> None:
@@ -164,6 +186,7 @@ class FileWriter:
             event.step = step
         sink = self._live_sink()
         self._handoff.put((_worker.OP_EVENT, sink, event.SerializeToString()))
+        self._report(sink)
 
     def add_summary(self, summary: Any, global_step: Optional[int] = None,
                     walltime: Optional[float] = None) -> None:
@@ -174,6 +197,7 @@ class FileWriter:
         data = m.event(wall, step, summary=summary.SerializeToString())
         sink = self._live_sink()
         self._handoff.put((_worker.OP_EVENT, sink, data))
+        self._report(sink)
 
     def flush(self) -> None:
         """Barrier: returns when everything queued before it is written to the file."""
@@ -181,7 +205,7 @@ class FileWriter:
         if sink is None:
             return
         self._engine.barrier(_worker.OP_FLUSH, sink)
-        self._live_sink()  # surface a write error now
+        self._report(sink)  # surface a write error now
 
     def close(self) -> None:
         """Write everything queued and close the file; idempotent."""
@@ -215,10 +239,7 @@ class _NullEvent:
 
 
 def _raise_stored(err: BaseException, path: str) -> None:
-    """Re-raise an error the writer thread met, on the caller's thread, chained to the original."""
-    if isinstance(err, OSError):
-        raise WriterError(f"gpulog's writer failed on {path}: {err}; records that could not be "
-                          "written are kept and retried") from err
-    # Data only a device reduction could judge (e.g. an all-NaN CUDA histogram): the item is
-    # skipped, everything else is written.
-    raise ValueError(f"an earlier summary could not be encoded and was skipped: {err}") from err
+    """Re-raise a write error the writer thread met, on the caller's thread, chained to it."""
+    code = getattr(err, "errno", None)
+    raise WriterError(code, f"gpulog's writer could not write ({getattr(err, 'strerror', None) or err}); "
+                      "the records not written are kept and retried", path) from err

@@ -22,7 +22,7 @@ from ._encode import pr_curve as enc_pr_curve
 from ._encode import scalar as enc_scalar
 from ._encode import tensor as enc_tensor
 from ._encode import text as enc_text
-from .file_writer import FileWriter, to_step, to_walltime
+from .file_writer import INT64_MAX, INT64_MIN, FileWriter, to_step, to_walltime
 
 Number = Union[int, float]
 
@@ -43,6 +43,11 @@ class SummaryWriter:
         if log_dir is None:
             log_dir = logdir
         if not log_dir:
+            if not isinstance(comment, str):
+                raise TypeError(f"comment must be a str, got {type(comment).__name__}")
+            if "/" in comment or os.sep in comment or (os.altsep and os.altsep in comment):
+                raise ValueError(f"comment {comment!r} contains a path separator: it is appended to "
+                                 "the run folder's name under runs/; pass log_dir for another place")
             stamp = datetime.now().strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + str(comment))
         self.log_dir = log_dir
@@ -107,7 +112,8 @@ class SummaryWriter:
         """Log one number.  A CUDA tensor is copied asynchronously (no device sync)."""
         if type(tag) is not str:
             tag = _convert.check_tag(tag)
-        if global_step is not None and type(global_step) is not int:
+        if global_step is not None and (type(global_step) is not int
+                                        or not INT64_MIN <= global_step <= INT64_MAX):
             global_step = to_step(global_step)
         wall = time.time() if walltime is None else to_walltime(walltime)
         t = type(scalar_value)
@@ -142,7 +148,7 @@ class SummaryWriter:
         step, wall = to_step(global_step), to_walltime(walltime)
         values = {}
         for key, v in tag_scalar_dict.items():
-            key = _convert.check_tag(key, "tag_scalar_dict key")
+            key = _check_sub_run(_convert.check_tag(key, "tag_scalar_dict key"), "tag_scalar_dict key")
             values[key] = v if _convert.is_cuda_tensor(v) or self._dist is not None \
                 else _convert.scalar(v, f"tag_scalar_dict[{key!r}]")
         fw_logdir = self._get_file_writer().get_logdir()
@@ -226,6 +232,7 @@ class SummaryWriter:
             return
         if not run_name:
             run_name = str(time.time())
+        _check_sub_run(run_name, "run_name")
         logdir = os.path.join(self._get_file_writer().get_logdir(), run_name)
         fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix)
         now = time.time()
@@ -414,6 +421,17 @@ class SummaryWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _check_sub_run(name: Any, what: str) -> str:
+    """A sub-run folder name stays inside the log dir: no separators, no '..', not absolute."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}")
+    if name in ("", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name) \
+            or os.path.isabs(name) or "\0" in name:
+        raise ValueError(f"{what} {name!r} must name a sub-run inside the log dir: no path separator, "
+                         "no '..', not absolute (use '_' instead of '/')")
+    return name
 
 
 def _constant(values: List[bytes]) -> List[bytes]:

@@ -155,7 +155,7 @@ def test_comment_cannot_escape_runs(tmp_path, monkeypatch):
 def full_disk(tmp_path):
     d = tmp_path / "small"
     d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
     yield d
@@ -169,11 +169,12 @@ def test_full_disk_does_not_slow_the_loop_and_keeps_data(full_disk):
     import errno
     filler = full_disk / "filler"
     w = gpulog.SummaryWriter(full_disk / "run", max_queue=10)
-    with open(filler, "wb") as f:
-        try:
-            f.write(b"\0" * (1 << 20))
-        except OSError:
-            pass
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+        for _ in range(64):
+            try:
+                f.write(b"\0" * (1 << 17))
+            except OSError:
+                break
     n = 40_000
     attempts = []
     real_write = os.write

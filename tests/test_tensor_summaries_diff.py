@@ -69,8 +69,10 @@ def test_histogram_bad_input(tmp_path):
         with pytest.raises(ValueError, match="out of range"):
             w.add_histogram("h", torch.tensor([1e30]), 1)
     w.add_histogram("h", torch.tensor([1e30], dtype=torch.float64), 1)  # counted on the writer thread
-    with pytest.raises(ValueError, match="skipped.*out of range"):
+    # found on the writer thread: a warning naming the call; no later call pays for it
+    with pytest.warns(RuntimeWarning, match=r"add_histogram\(tag='h', step=1\).*skipped.*out of range"):
         w.flush()
+    w.flush()
     with pytest.raises(TypeError, match="real numbers"):
         w.add_histogram("h", torch.tensor([1 + 1j]), 1)
     with pytest.raises(ValueError, match="max_bins"):
