@@ -29,6 +29,7 @@ Guarantees
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import sys
 import threading
@@ -41,37 +42,96 @@ from ._handoff import Handoff
 from ._proto.messages import event_with_summary, summary
 from ._record import frame
 
-OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL, OP_MULTI = range(7)
+OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL, OP_MULTI, OP_STOP = range(8)
 RETRY_S = 0.2          # after a failed write, the next attempt waits this long (or a flush/close)
 WRITE_CHUNK = 1 << 20  # bytes joined per os.write: a backlog is never copied whole
 
 
 class Sink:
-    """One open event file and the framed records waiting to be written to it."""
+    """One event file and the framed records waiting to be written to it.
+
+    The file is created at construction (on the caller's thread, so an unusable directory fails
+    at the call); its descriptor is opened by the writer thread when it writes, and kept in a
+    process-wide LRU of at most ``MAX_OPEN_FILES`` descriptors, so thousands of sub-runs or
+    writers never close to the ``ulimit -n``.  A file deleted under the writer (the log dir
+    removed mid-run) is detected before the next write, recreated and reported.
+    """
 
     def __init__(self, path: str, max_queue: int, flush_secs: float) -> None:
         self.path = path
-        self.fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        self.fd: Optional[int] = None
+        self.header: bytes = b""       # the file's first record, rewritten into a recreated file
         self.max_queue = max(1, int(max_queue))
         self.flush_secs = float(flush_secs)
         self.pending: List[bytes] = []
         self.error: Optional[BaseException] = None
+        self.last_error: Optional[BaseException] = None  # kept for the exit report
         self.failures = 0              # failed write attempts since the last success
         self.retry_at = 0.0
         self.last_write = time.monotonic()
         self.pid = os.getpid()
+        self.closed = False
+
+    def _open_fd(self) -> int:
+        """Writer thread: this file's descriptor, (re)opened through the LRU."""
+        fd = self.fd
+        if fd is not None:
+            _open_files.move_to_end(id(self))
+            try:
+                if os.fstat(fd).st_nlink > 0:
+                    return fd
+            except OSError:
+                pass
+            self._release_fd()
+            self._recreate()
+        while len(_open_files) >= MAX_OPEN_FILES:
+            _open_files.popitem(last=False)[1]._release_fd()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            self._recreate()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.fd = fd
+        _open_files[id(self)] = self
+        return fd
+
+    def _recreate(self) -> None:
+        import warnings
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if self.header:
+                os.write(fd, self.header)
+        finally:
+            os.close(fd)
+        warnings.warn(f"gpulog: the event file {self.path} was removed while in use (log dir "
+                      "deleted?); gpulog recreated it: events written before are gone with the old "
+                      "file, later ones are in the new one", RuntimeWarning, stacklevel=2)
+
+    def _release_fd(self) -> None:
+        _open_files.pop(id(self), None)
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def write_pending(self, force: bool = False) -> None:
         """Write the pending records in chunks of at most ``WRITE_CHUNK`` bytes.  After a failure,
         attempts before ``retry_at`` return at once (unless ``force``: a flush or close), so a full
         disk costs the writer one failed call per ``RETRY_S``, not one per record."""
-        if not self.pending or self.fd is None:
+        if not self.pending:
             return
         if self.failures and not force and time.monotonic() < self.retry_at:
             return
         pending = self.pending
-        i = 0
+        i = j = 0
+        data: Any = b""
+        view = memoryview(b"")
         try:
+            fd = self._open_fd()
             while i < len(pending):
                 j, size = i, 0
                 while j < len(pending) and (size == 0 or size + len(pending[j]) <= WRITE_CHUNK):
@@ -80,20 +140,20 @@ class Sink:
                 data = pending[i] if j == i + 1 else b"".join(pending[i:j])
                 view = memoryview(data)
                 while view:
-                    n = os.write(self.fd, view)
+                    n = os.write(fd, view)
                     view = view[n:]
                 i = j
         except OSError as err:
             # Keep what was not written; a record cut by a partial write keeps its unwritten tail
             # first, so the file stays a sequence of whole records once it is retried.
-            written = len(data) - len(view)
-            rest = pending[j:]
+            written = len(data) - len(view) if j > i else 0
+            rest = pending[j:] if j > i else pending[i:]
             if written:
                 rest.insert(0, bytes(data[written:]))
-            else:
+            elif j > i:
                 rest[0:0] = pending[i:j]
             self.pending = rest
-            self.error = err
+            self.error = self.last_error = err
             self.failures += 1
             self.retry_at = time.monotonic() + RETRY_S
             return
@@ -104,9 +164,13 @@ class Sink:
 
     def close(self) -> None:
         self.write_pending(force=True)
-        if self.fd is not None and not self.pending:
-            os.close(self.fd)
-            self.fd = None
+        if not self.pending:
+            self._release_fd()
+            self.closed = True
+
+
+MAX_OPEN_FILES = 128
+_open_files: "collections.OrderedDict[int, Sink]" = collections.OrderedDict()  # writer thread only
 
 
 class Engine:
@@ -130,8 +194,12 @@ class Engine:
                     install_sigterm_handler()
 
     def barrier(self, op: int, sink: Optional[Sink], timeout: Optional[float] = None) -> bool:
-        """Queue a flush/close marker and wait until the writer has passed it."""
+        """Queue a flush/close marker and wait until the writer has passed it (at once, False,
+        once the writer was stopped at exit)."""
         self.ensure_started()
+        t = self._thread
+        if t is not None and not t.is_alive():
+            return False
         done = threading.Event()
         self.handoff.put_urgent((op, sink, done))
         return done.wait(timeout)
@@ -142,7 +210,10 @@ class Engine:
         items = h.items
         while True:
             if items:
-                self._drain(items)
+                try:
+                    self._drain(items)
+                except _Stop:
+                    return
                 continue
             # Queue idle: make everything encoded so far visible to readers.
             self._write_dirty()
@@ -217,7 +288,19 @@ class Engine:
             if not sink.pending:
                 del dirty[key]
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then end the writer thread and join it (at exit: a daemon thread
+        still running while the interpreter finalizes can free objects too late and abort it)."""
+        t = self._thread
+        if t is None or not t.is_alive():
+            return
+        self.handoff.put_urgent((OP_STOP, None, None))
+        t.join(timeout)
+
     def _barrier_item(self, item: Any) -> None:
+        if item[0] == OP_STOP:
+            self._write_dirty(force=True)
+            raise _Stop
         op, sink, done = item
         try:
             if sink is None:
@@ -226,7 +309,7 @@ class Engine:
                 sink.write_pending(force=True)
             else:
                 sink.close()
-                if sink.fd is None:
+                if sink.closed:
                     self._dirty.pop(id(sink), None)
         finally:
             done.set()
@@ -253,6 +336,10 @@ _METHODS = {"histogram": "add_histogram", "histogram_raw": "add_histogram_raw", 
             "image": "add_image", "images": "add_images", "video": "add_video", "audio": "add_audio",
             "mesh": "add_mesh", "tensor": "add_tensor", "text": "add_text", "custom_scalars":
             "add_custom_scalars"}
+
+class _Stop(BaseException):
+    """Ends the writer thread's loop (``Engine.stop``)."""
+
 
 _engine: Optional[Engine] = None
 _engine_lock = threading.Lock()
@@ -292,9 +379,19 @@ def register_owner(owner: Any) -> None:
 
 
 def _drain_at_exit() -> None:
+    """Write everything queued, stop and join the writer thread, and report on stderr whatever
+    could not be written (a full disk at exit must not pass silently)."""
     e = _engine
-    if e is not None and e._thread is not None and e.pid == os.getpid():
+    if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
         e.barrier(OP_FLUSH, None, timeout=60.0)
+        e.stop()
+        lost = [sink for sink in list(e._dirty.values()) if sink.pending]
+        for sink in lost:
+            nbytes = sum(len(p) for p in sink.pending)
+            err = sink.last_error
+            sys.stderr.write(f"gpulog: {len(sink.pending)} pending record chunk(s), {nbytes} bytes, were not "
+                             f"written to {sink.path} at exit: {err} ({sink.failures} failed "
+                             "attempts)\n")
 
 
 _sigterm_previous: Any = None
@@ -365,6 +462,8 @@ def install_sigterm_handler() -> bool:
 
 def _after_fork_in_child() -> None:
     global _engine, _engine_lock  # an inherited SIGTERM handler drains the child's own engine
+    for sink in list(_open_files.values()):
+        sink._release_fd()
     _engine = None
     _engine_lock = threading.Lock()
     for owner in list(_live_sinks):

@@ -9,27 +9,36 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from typing import Any, Callable, List, Optional, Sequence
 
 from . import _worker
 from ._proto import messages as m
-from ._record import event_file_name
+from ._record import event_file_name, frame
 from .errors import WriterError
 
 
 def _as_dir(log_dir: Any) -> str:
+    """Create ``log_dir``; bad values are ``TypeError``/``ValueError``, an unusable directory an
+    ``OSError`` with its errno (as torch's writer raises)."""
+    import errno
     if not isinstance(log_dir, (str, os.PathLike)):
         raise TypeError(f"log_dir must be a str or os.PathLike, got {type(log_dir).__name__}")
     path = os.fspath(log_dir)
+    if not isinstance(path, str):
+        raise TypeError(f"log_dir must be a str path, got {type(path).__name__}")
+    if "\0" in path:
+        raise ValueError(f"log_dir {path!r} contains a NUL character")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"log_dir {path!r} exists and is not a directory; pass a directory path")
+        raise NotADirectoryError(errno.ENOTDIR, "log_dir exists and is not a directory; pass a "
+                                 "directory path", path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"cannot create log_dir {path!r}: {err.strerror or err}; "
-                         "choose a writable directory") from err
+        raise type(err)(err.errno, f"cannot create log_dir ({err.strerror or err}); choose a "
+                        "writable directory", path) from err
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"log_dir {path!r} is not writable; choose a writable directory")
+        raise PermissionError(errno.EACCES, "log_dir is not writable; choose a writable directory", path)
     return str(log_dir)
 
 
@@ -89,7 +98,10 @@ class FileWriter:
 
     def _open(self, purge_step: Optional[int] = None) -> None:
         path = os.path.join(os.fspath(self._log_dir), event_file_name(self._suffix))
-        sink = _worker.Sink(path, self._max_queue, self._flush_secs)
+        try:
+            sink = _worker.Sink(path, self._max_queue, self._flush_secs)
+        except OSError as err:
+            raise type(err)(err.errno, f"cannot create an event file ({err.strerror or err})", path) from err
         self._engine = _worker.engine()
         self._handoff = self._engine.handoff
         self._engine.ensure_started()
@@ -101,18 +113,19 @@ class FileWriter:
         if purge_step is not None:
             header.append(m.event(now, purge_step, file_version=m.FILE_VERSION))
             header.append(m.event(now, purge_step, session_log_status=m.SESSION_START))
+        sink.header = frame(header[0])
         for data in header:
             self._handoff.put_urgent((_worker.OP_EVENT, sink, data))
         self._sink = sink
+        # A writer dropped without close() (sweeps, notebooks) closes its file when collected.
+        self._finalizer = weakref.finalize(self, _close_dropped, self._handoff, sink)
 
     def _detach_after_fork(self) -> None:
         """In a forked child: forget the parent's file; the next call opens the child's own."""
         sink, self._sink = self._sink, None
-        if sink is not None and sink.fd is not None:
-            try:
-                os.close(sink.fd)
-            except OSError:
-                pass
+        if sink is not None:
+            self._finalizer.detach()
+            sink._release_fd()
         self._reopen_on_use = True
 
     # -- properties ------------------------------------------------------------------------
@@ -129,7 +142,7 @@ class FileWriter:
         sink = self._sink
         if sink is None:
             if not self._reopen_on_use:
-                raise ValueError("this FileWriter is closed; call reopen() first")
+                raise WriterError(None, "this FileWriter is closed; call reopen() first")
             self._reopen_on_use = False
             self._open()
             sink = self._sink
@@ -212,8 +225,11 @@ class FileWriter:
         sink = self._sink
         if sink is None:
             return
-        self._engine.barrier(_worker.OP_CLOSE, sink)
+        # Closed before waiting: a KeyboardInterrupt during the wait must not leave a writer
+        # that accepts calls for a file the writer thread is closing.
         self._sink = None
+        self._finalizer.detach()
+        self._engine.barrier(_worker.OP_CLOSE, sink)
         if sink.error is not None:
             err, sink.error = sink.error, None
             _raise_stored(err, sink.path)
@@ -223,12 +239,17 @@ class FileWriter:
         sink = self._sink
         if sink is not None:
             self._sink = None
+            self._finalizer.detach()
             self._handoff.put_urgent((_worker.OP_CLOSE, sink, _NullEvent()))
 
     def reopen(self) -> None:
         """Open a new event file in the same directory after ``close()``."""
         if self._sink is None:
             self._open()
+
+
+def _close_dropped(handoff: Any, sink: _worker.Sink) -> None:
+    handoff.put_urgent((_worker.OP_CLOSE, sink, _NullEvent()))
 
 
 class _NullEvent:

@@ -50,9 +50,9 @@ def test_bad_input_raises_and_writer_keeps_working(tmp_path, method, args, exc, 
 def test_unusable_log_dir_fails_in_constructor(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(NotADirectoryError, match="not a directory"):  # I/O failures are OSErrors
         gpulog.SummaryWriter(f)
-    with pytest.raises(ValueError, match="cannot create log_dir"):
+    with pytest.raises(OSError, match="cannot create log_dir"):
         gpulog.SummaryWriter(f / "sub")
     with pytest.raises(TypeError, match="log_dir"):
         gpulog.SummaryWriter(log_dir=3.5)

@@ -46,7 +46,11 @@ class RankContext:
         self.store = dist.distributed_c10d._get_default_store()
         self.prefix = handshake(self.store, self.rank, self.world, self.timeout)
         # gpulog's own gloo group: its collectives never pair with the training loop's, and they
-        # time out after `timeout` (a rank that stops logging), not the default group's 30 min.
+        # time out after `timeout` (a rank that stops logging), or sooner if the user gave the
+        # default group a shorter timeout.
+        world_timeout = _world_timeout(dist)
+        if world_timeout is not None and world_timeout < self.timeout:
+            self.timeout = world_timeout
         self.proto_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=self.timeout))
         # Data collectives: the same group on CPU; the default (NCCL) group for CUDA data, issued
         # at sync points, which are program-order points identical on every rank.
@@ -248,6 +252,15 @@ class RankContext:
             work.wait()
         except RuntimeError as err:
             raise self._fail(err) from err
+
+
+def _world_timeout(dist: Any) -> Optional[float]:
+    """The default group's timeout in seconds, where torch exposes it (gloo), else None."""
+    try:
+        backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+        return float(backend.options._timeout.total_seconds())
+    except Exception:  # noqa: BLE001 - a private API: absent in some versions and backends
+        return None
 
 
 class _Reduced:
