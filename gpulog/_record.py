@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 import time
-from typing import Iterator, Tuple
+from typing import BinaryIO, Iterator, Tuple
 
 from ._crc32c import crc32c, mask
 
@@ -36,6 +36,42 @@ def event_file_name(suffix: str = "", now: float | None = None) -> str:
 
 class RecordError(ValueError):
     """A record whose length or data CRC does not match."""
+
+
+class CorruptRecordWarning(RuntimeWarning):
+    """A damaged record was met while reading; what came before it was kept."""
+
+
+def read_records(fh: BinaryIO, path: str, check_crc: bool = True) -> Iterator[Tuple[int, bytes]]:
+    """Stream ``(offset, payload)`` from an open event file, one record in memory at a time.
+
+    Like TensorBoard's reader it never gives up on what it read: a truncated last record (a
+    writer still appending) ends the file silently; a record whose data CRC fails is skipped with
+    a :class:`CorruptRecordWarning` naming the file and offset (its length was intact, so the next
+    record is found); a damaged length (its own CRC fails) cannot be stepped over, so the file
+    stops there, with a warning.
+    """
+    import warnings
+    pos = 0
+    while True:
+        header = fh.read(12)
+        if len(header) < 12:
+            return
+        (length,) = _unpack_q(header, 0)
+        if check_crc and _unpack_i(header, 8)[0] != mask(crc32c(header[:8])):
+            warnings.warn(f"{path}: corrupt record length at offset {pos}; the rest of this file "
+                          "is skipped", CorruptRecordWarning, stacklevel=3)
+            return
+        body = fh.read(length + 4)
+        if len(body) < length + 4:
+            return  # truncated last record
+        payload = body[:length]
+        if check_crc and _unpack_i(body, length)[0] != mask(crc32c(payload)):
+            warnings.warn(f"{path}: corrupt record at offset {pos} (data CRC mismatch); skipped",
+                          CorruptRecordWarning, stacklevel=3)
+        else:
+            yield pos, payload
+        pos += 12 + length + 4
 
 
 def iter_records(data: bytes, check_crc: bool = True) -> Iterator[Tuple[int, bytes]]:

@@ -38,7 +38,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.logdir):
         print(f"gpulog inspect: {args.logdir!r} is not a directory", file=sys.stderr)
         return 2
-    rows = inspect_rows(args.logdir)
+    import warnings
+    with warnings.catch_warnings(record=True) as problems:
+        warnings.simplefilter("always")
+        rows = inspect_rows(args.logdir)
+    for w in problems:  # one line per damaged record, never a traceback
+        print(f"gpulog inspect: warning: {w.message}", file=sys.stderr)
     if not rows:
         print(f"no events under {args.logdir}")
         return 1
@@ -103,7 +108,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.set_defaults(fn=cmd_demo)
     sub.add_parser("bench", help="run the benchmark suite: gpulog bench [--device D] [--quick] [--only PART]")
     args = ap.parse_args(argv)
-    return int(args.fn(args))
+    try:
+        return int(args.fn(args))
+    except BrokenPipeError:  # `gpulog inspect runs | head`: the reader left; end quietly
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Read event files back: events with CRC checks, scalars per tag, runs of a logdir.
 
-A truncated last record (a writer still appending, or a killed process) is skipped silently;
-a CRC mismatch raises ``gpulog._record.RecordError``.  Torch-free.
+Files are streamed (one record in memory at a time).  A truncated last record (a writer still
+appending, or a killed process) ends a file silently; a damaged record, or one that does not
+decode as an event, is skipped with a :class:`CorruptRecordWarning` naming the file and offset,
+and everything around it is kept (a damaged length stops that file).  Torch-free.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Dict, Iterator, List, Tuple, Union
 import numpy as np
 
 from ._proto.decode import Event, parse_event
-from ._record import iter_records
+from ._record import CorruptRecordWarning, read_records
+
+__all__ = ["CorruptRecordWarning", "event_files", "runs", "iter_events", "read_events", "read_scalars"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -38,11 +42,18 @@ def runs(logdir: PathLike) -> Dict[str, List[str]]:
 
 
 def iter_events(path: PathLike, check_crc: bool = True) -> Iterator[Event]:
+    import warnings
     for f in event_files(path):
         with open(f, "rb") as fh:
-            data = fh.read()
-        for _, payload in iter_records(data, check_crc):
-            yield parse_event(payload)
+            for offset, payload in read_records(fh, f, check_crc):
+                try:
+                    ev = parse_event(payload)
+                except Exception as err:  # noqa: BLE001 - any malformed bytes: skip, say where
+                    warnings.warn(f"{f}: record at offset {offset} is not a valid event "
+                                  f"({type(err).__name__}: {err}); skipped", CorruptRecordWarning,
+                                  stacklevel=2)
+                    continue
+                yield ev
 
 
 def read_events(path: PathLike, check_crc: bool = True) -> List[Event]:

@@ -1,0 +1,112 @@
+"""The reader against damaged files: bit flips, crafted records, truncation; streamed reading."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import gpulog
+from gpulog._record import CorruptRecordWarning, frame
+from gpulog.reader import read_events, read_scalars
+
+
+@pytest.fixture
+def thousand(tmp_path):
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for i in range(1000):
+            w.add_scalar("x", float(i), i)
+    (f,) = [p for p in tmp_path.iterdir() if "tfevents" in p.name]
+    return f
+
+
+def _flip(path, bit):
+    data = bytearray(path.read_bytes())
+    data[bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+
+
+def test_flip_in_last_record_keeps_everything_before(thousand):
+    size = thousand.stat().st_size
+    _flip(thousand, (size - 6) * 8)  # inside the last record's payload
+    with pytest.warns(CorruptRecordWarning, match=r"offset \d+"):
+        got = read_scalars(thousand)["x"]
+    assert got == [(i, float(i)) for i in range(999)]
+
+
+def test_inspect_reports_a_damaged_file_in_one_line(thousand):
+    _flip(thousand, (thousand.stat().st_size - 6) * 8)
+    r = subprocess.run([sys.executable, "-m", "gpulog.cli", "inspect", str(thousand.parent)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if "warning" in line]) == 1
+    assert "999" in r.stdout
+
+
+def test_random_single_bit_flips_never_raise(thousand):
+    original = thousand.read_bytes()
+    rng = random.Random(0)
+    for _ in range(400):
+        bit = rng.randrange(len(original) * 8)
+        thousand.write_bytes(original)
+        _flip(thousand, bit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CorruptRecordWarning)
+            events = read_events(thousand)
+        # every record before the damaged one is intact
+        record_of_bit = _record_index(original, bit // 8)
+        assert len(events) >= record_of_bit
+
+
+def _record_index(data: bytes, offset: int) -> int:
+    import struct
+    pos = i = 0
+    while pos < len(data):
+        (n,) = struct.unpack_from("<Q", data, pos)
+        if offset < pos + 16 + n:
+            return i
+        pos, i = pos + 16 + n, i + 1
+    return i
+
+
+def test_crafted_records_with_valid_crc_are_skipped(tmp_path):
+    good = gpulog.SummaryWriter(tmp_path)
+    good.add_scalar("x", 1.0, 1)
+    good.close()
+    (f,) = [p for p in tmp_path.iterdir() if "tfevents" in p.name]
+    garbage = [b"\xff\xff\xff", b"\x2a\x05\xff\xfe\xfd\xfc\xfb",  # bad varint; bad utf-8 in a string field
+               bytes([0x2a, 0x04, 0x0a, 0x02, 0xc3, 0x28])]
+    with open(f, "ab") as fh:
+        for g in garbage:
+            fh.write(frame(g))
+    with gpulog.SummaryWriter(tmp_path) as w2:
+        w2.add_scalar("x", 2.0, 2)
+    with pytest.warns(CorruptRecordWarning):
+        assert read_scalars(tmp_path)["x"] == [(1, 1.0), (2, 2.0)]
+
+
+def test_files_are_streamed_not_read_whole(thousand, monkeypatch):
+    import builtins
+    real_open = builtins.open
+    sizes = []
+
+    class Spy:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            sizes.append(n)
+            return self.fh.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k:
+                        Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
+    assert len(read_scalars(thousand)["x"]) == 1000
+    assert sizes and all(0 <= n < 4096 for n in sizes)
