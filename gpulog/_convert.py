@@ -18,15 +18,46 @@ def is_tensor(x: Any) -> bool:
 
 
 def is_cuda_tensor(x: Any) -> bool:
-    return is_tensor(x) and x.device.type != "cpu"
+    """A tensor on a CUDA device (other accelerators and ``meta`` take the host path, which
+    reads them with ``.item()`` or rejects them at the call)."""
+    return is_tensor(x) and x.device.type == "cuda"
 
 
 def check_tag(tag: Any, name: str = "tag") -> str:
     if type(tag) is not str:
         if isinstance(tag, str):
-            return str(tag)
-        raise TypeError(f"{name} must be a str, got {type(tag).__name__} ({tag!r:.60})")
+            tag = str(tag)
+        else:
+            raise TypeError(f"{name} must be a str, got {type(tag).__name__} ({tag!r:.60})")
+    if not tag.isascii():
+        check_text(tag, name)
     return tag
+
+
+def check_text(text: str, name: str) -> str:
+    """``text`` must encode as UTF-8 (a lone surrogate, e.g. from a mis-decoded file, cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{name} cannot be written as UTF-8 ({err.reason} at position {err.start}: "
+                         f"{text[max(0, err.start - 10):err.end + 10]!r}); fix the string, e.g. "
+                         ".encode('utf-8', 'replace').decode()") from err
+    return text
+
+
+def positive(x: Any, name: str, integer: bool = False, maximum: float = float("inf")) -> Any:
+    """A positive finite number (Python or numpy) not above ``maximum``, as ``int``/``float``."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, got {type(x).__name__} ({x!r:.40})")
+    if integer and not isinstance(x, numbers.Integral):
+        if not float(x).is_integer():
+            raise ValueError(f"{name} must be a whole number, got {x!r}")
+    value: Any = int(x) if integer else float(x)  # type: ignore[call-overload]
+    if not (value > 0 and value <= maximum) or value != value:
+        raise ValueError(f"{name} must be positive{f' and at most {maximum:g}' if maximum != float('inf') else ''}, "
+                         f"got {x!r}")
+    return value
 
 
 def scalar(x: Any, name: str = "scalar_value") -> float:
@@ -35,7 +66,11 @@ def scalar(x: Any, name: str = "scalar_value") -> float:
         raise TypeError(f"{name} must be a number, got a {type(x).__name__} ({x!r:.60}); "
                         "log text with add_text")
     if isinstance(x, numbers.Real):
-        return float(x)
+        try:
+            return float(x)
+        except OverflowError as err:
+            raise ValueError(f"{name} is too large for a float64 ({x!r:.40}); log a smaller number "
+                             "(or its logarithm)") from err
     if is_tensor(x):
         if x.numel() != 1:
             raise ValueError(f"{name} must hold exactly one element, got a tensor of shape "
@@ -60,6 +95,8 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     """A host ndarray from numpy data, a CPU tensor, a list or a number (no dtype change,
     except bfloat16, which numpy lacks and is widened to float32)."""
     if isinstance(x, np.ndarray):
+        if not x.dtype.isnative:  # big-endian data (from a file, a network): native order
+            x = x.astype(x.dtype.newbyteorder("="))
         return x
     if is_tensor(x):
         torch = sys.modules["torch"]
@@ -77,4 +114,6 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}") from err
     if arr.dtype == object:
         raise TypeError(f"{name} must be numeric, got {type(x).__name__} with non-numeric items")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr

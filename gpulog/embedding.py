@@ -81,6 +81,9 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
         sprite = _sprite_torch(to_device(img, m.device) if m.is_cuda else img.cpu())
         dims = [int(img.shape[3]), int(img.shape[2])]
     step = step or 0
+    if len(encode_tag(tag).encode("utf-8")) > 200:
+        raise ValueError(f"tag is {len(tag)} characters: the projector stores each embedding in a "
+                         "folder named after it, and file systems allow 255 bytes; use a shorter tag")
     subdir = f"{str(step).zfill(5)}/{encode_tag(tag)}"
     tensors = [m] + ([sprite] if sprite is not None else [])
     if m.is_cuda:

@@ -12,7 +12,7 @@ import time
 import weakref
 from typing import Any, Callable, List, Optional, Sequence
 
-from . import _worker
+from . import _convert, _worker
 from ._proto import messages as m
 from ._record import event_file_name, frame
 from .errors import WriterError
@@ -54,8 +54,13 @@ def to_step(global_step: Any) -> Optional[int]:
     if type(global_step) is int:
         step = global_step
     else:
-        if isinstance(global_step, bool) or isinstance(global_step, (str, bytes)):
+        if isinstance(global_step, bool) or isinstance(global_step, bytes):
             raise TypeError(f"global_step must be an integer, got {global_step!r}")
+        if isinstance(global_step, str):  # torch's writer takes int(global_step): "5" is 5
+            try:
+                return to_step(int(global_step.strip()))
+            except ValueError:
+                raise TypeError(f"global_step must be an integer, got {global_step!r:.40}") from None
         try:
             step = int(global_step)
         except (TypeError, ValueError, OverflowError) as err:
@@ -83,10 +88,11 @@ class FileWriter:
 
     def __init__(self, log_dir: Any, max_queue: int = 10, flush_secs: float = 120,
                  filename_suffix: str = "", *, _purge_step: Optional[int] = None) -> None:
-        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
-            raise ValueError(f"max_queue must be a positive int, got {max_queue!r}")
-        if not isinstance(flush_secs, (int, float)) or flush_secs <= 0:
-            raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
+        try:
+            max_queue = _convert.positive(max_queue, "max_queue", integer=True)
+            flush_secs = _convert.positive(flush_secs, "flush_secs")
+        except TypeError as err:  # a wrong type for these counts is a bad value, as before
+            raise ValueError(str(err)) from None
         if not isinstance(filename_suffix, str):
             raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
         self._log_dir = _as_dir(log_dir)

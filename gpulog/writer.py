@@ -25,6 +25,7 @@ from ._encode import text as enc_text
 from .file_writer import INT64_MAX, INT64_MIN, FileWriter, to_step, to_walltime
 
 Number = Union[int, float]
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 class SummaryWriter:
@@ -110,7 +111,7 @@ class SummaryWriter:
                    walltime: Optional[float] = None, new_style: bool = False,
                    double_precision: bool = False, *, reduce: Optional[str] = "mean") -> None:
         """Log one number.  A CUDA tensor is copied asynchronously (no device sync)."""
-        if type(tag) is not str:
+        if type(tag) is not str or not tag.isascii():
             tag = _convert.check_tag(tag)
         if global_step is not None and (type(global_step) is not int
                                         or not INT64_MIN <= global_step <= INT64_MAX):
@@ -121,8 +122,10 @@ class SummaryWriter:
             return self._dist.add_scalar(tag, scalar_value, global_step, wall, reduce,
                                          new_style, double_precision, self._dist_target())
         fw = self.file_writer or self._get_file_writer()
+        if t is int and not -_FLOAT_MAX <= scalar_value <= _FLOAT_MAX:
+            scalar_value = _convert.scalar(scalar_value)  # raises: beyond float64
         if t is not float and t is not int:
-            if _convert.is_cuda_tensor(scalar_value):
+            if _convert.is_tensor(scalar_value) and scalar_value.device.type == "cuda":
                 return self._add_device_scalar(fw, tag, scalar_value, global_step, wall,
                                                new_style, double_precision)
             scalar_value = _convert.scalar(scalar_value)
@@ -180,6 +183,7 @@ class SummaryWriter:
         tag = _convert.check_tag(tag)
         if not isinstance(text_string, str):
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
+        _convert.check_text(text_string, "text_string")
         if self._skip_non_writer():
             return
         self._get_file_writer().submit(enc_text.text, (tag, text_string), to_step(global_step),

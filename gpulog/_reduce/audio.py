@@ -34,8 +34,8 @@ def prepare(tag: str, snd: Any, sample_rate: Any) -> Prepared:
         raise ValueError("snd_tensor is empty")
     if x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"snd_tensor must be real-valued, got {x.dtype}")
-    if not isinstance(sample_rate, (int, float)) or isinstance(sample_rate, bool) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive number, got {sample_rate!r}")
+    # WAV stores the rate, and rate x 2 bytes per second, as 32-bit unsigned integers.
+    sample_rate = _convert.positive(sample_rate, "sample_rate", maximum=(2**32 - 1) // 2)
     if x.dtype == torch.bfloat16:
         x = x.half()
     return finish(enc.audio, (tag, sample_rate), x, samples_torch)

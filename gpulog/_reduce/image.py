@@ -98,12 +98,20 @@ def prepare_image_with_boxes(tag: str, img: Any, boxes: Any, rescale: float, dat
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"box_tensor must have shape [N, 4] (x1, y1, x2, y2), got {b.shape}")
-    if not isinstance(rescale, (int, float)) or rescale <= 0:
-        raise ValueError(f"rescale must be a positive number, got {rescale!r}")
-    if labels is not None and (not isinstance(labels, (list, tuple)) or len(labels) != len(b)):
-        labels = None  # torch drops labels whose count does not match the boxes
-    return finish(enc.image, (tag, float(rescale), np.array(b, dtype=np.float64), labels),
-                  to_nchw(x, fmt), _reduce)
+    rescale = _convert.positive(rescale, "rescale")
+    nchw = to_nchw(x, fmt)
+    h, w = int(nchw.shape[-2]), int(nchw.shape[-1])
+    if int(h * rescale) < 1 or int(w * rescale) < 1:
+        raise ValueError(f"rescale={rescale!r} shrinks the {h}x{w} image below one pixel; pass a "
+                         "larger rescale")
+    if labels is not None:
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
+            raise TypeError(f"labels must be a list of str, one per box, got {labels!r:.60}")
+        for i, s in enumerate(labels):
+            _convert.check_text(s, f"labels[{i}]")
+        if len(labels) != len(b):
+            labels = None  # torch drops labels whose count does not match the boxes
+    return finish(enc.image, (tag, float(rescale), np.array(b, dtype=np.float64), labels), nchw, _reduce)
 
 
 def prepare_figure(tag: str, figure: Any, close: bool) -> Prepared:

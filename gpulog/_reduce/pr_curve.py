@@ -93,8 +93,10 @@ def validate(labels: Any, predictions: Any, weights: Any
     if pred.shape != lab.shape:
         raise ValueError(f"add_pr_curve: labels shape {tuple(lab.shape)} != predictions shape "
                          f"{tuple(pred.shape)}; pass one label per prediction")
+    if pred.dtype == torch.bool or (not pred.is_floating_point() and not pred.is_complex()):
+        pred = pred.double()  # integer predictions (0/1 hard decisions), as torch accepts them
     if not pred.is_floating_point():
-        raise TypeError(f"add_pr_curve: predictions must be floats in [0, 1], got {pred.dtype}")
+        raise TypeError(f"add_pr_curve: predictions must be real numbers in [0, 1], got {pred.dtype}")
     if lab.is_complex() or (lab.is_floating_point() is False and lab.dtype not in
                             (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
         raise TypeError(f"add_pr_curve: labels must be bool, int or float, got {lab.dtype}")

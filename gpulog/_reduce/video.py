@@ -43,6 +43,8 @@ def prepare(tag: str, vid: Any, fps: Any) -> Prepared:
         raise ValueError(f"videos need 1, 3 or 4 channels in dimension 2, got {v.shape[2]}")
     if v.is_complex() or v.dtype == torch.bool:
         raise TypeError(f"vid_tensor must be real-valued, got {v.dtype}")
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0:
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
-    return finish(enc.video, (tag, float(fps)), v, frames_torch)
+    # A GIF frame lasts at most 655.35 s (a 16-bit count of centiseconds).
+    fps = _convert.positive(fps, "fps")
+    if fps < 1 / 655.35:
+        raise ValueError(f"fps must be at least 1/655.35 (a GIF frame lasts at most 655.35 s), got {fps!r}")
+    return finish(enc.video, (tag, fps), v, frames_torch)
