@@ -162,6 +162,14 @@ class Sink:
         self.error = None  # everything reached the file after all: nothing to report
         self.last_write = time.monotonic()
 
+    def flush_now(self) -> None:
+        """A flush barrier: write everything now (retrying a failed write at once)."""
+        self.write_pending(force=True)
+
+    def busy(self) -> bool:
+        """Holds data not yet durable where it belongs."""
+        return bool(self.pending)
+
     def close(self) -> None:
         self.write_pending(force=True)
         if not self.pending:
@@ -284,8 +292,11 @@ class Engine:
         dirty = self._dirty
         for key in list(dirty):
             sink = dirty[key]
-            sink.write_pending(force)
-            if not sink.pending:
+            if force:
+                sink.flush_now()
+            else:
+                sink.write_pending()
+            if not sink.busy():
                 del dirty[key]
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -306,7 +317,7 @@ class Engine:
             if sink is None:
                 self._write_dirty(force=True)
             elif op == OP_FLUSH:
-                sink.write_pending(force=True)
+                sink.flush_now()
             else:
                 sink.close()
                 if sink.closed:
@@ -385,12 +396,12 @@ def _drain_at_exit() -> None:
     if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
         e.barrier(OP_FLUSH, None, timeout=60.0)
         e.stop()
-        lost = [sink for sink in list(e._dirty.values()) if sink.pending]
+        lost = [sink for sink in list(e._dirty.values()) if sink.busy()]
         for sink in lost:
             nbytes = sum(len(p) for p in sink.pending)
-            err = sink.last_error
+            where = getattr(sink, "url", sink.path)
             sys.stderr.write(f"gpulog: {len(sink.pending)} pending record chunk(s), {nbytes} bytes, were not "
-                             f"written to {sink.path} at exit: {err} ({sink.failures} failed "
+                             f"written to {where} at exit: {sink.last_error} ({sink.failures} failed "
                              "attempts)\n")
 
 

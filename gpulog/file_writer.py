@@ -29,6 +29,9 @@ def _as_dir(log_dir: Any) -> str:
         raise TypeError(f"log_dir must be a str path, got {type(path).__name__}")
     if "\0" in path:
         raise ValueError(f"log_dir {path!r} contains a NUL character")
+    from . import _remote
+    if _remote.is_remote(path):
+        return _remote.prepare_dir(path.rstrip("/"))
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(errno.ENOTDIR, "log_dir exists and is not a directory; pass a "
                                  "directory path", path)
@@ -105,7 +108,11 @@ class FileWriter:
     def _open(self, purge_step: Optional[int] = None) -> None:
         path = os.path.join(os.fspath(self._log_dir), event_file_name(self._suffix))
         try:
-            sink = _worker.Sink(path, self._max_queue, self._flush_secs)
+            from . import _remote
+            if _remote.is_remote(path):
+                sink: _worker.Sink = _remote.RemoteSink(path, self._max_queue, self._flush_secs)
+            else:
+                sink = _worker.Sink(path, self._max_queue, self._flush_secs)
         except OSError as err:
             raise type(err)(err.errno, f"cannot create an event file ({err.strerror or err})", path) from err
         self._engine = _worker.engine()

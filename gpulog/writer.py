@@ -365,8 +365,12 @@ class SummaryWriter:
                       global_step: Optional[int] = None, tag: str = "default",
                       metadata_header: Optional[Sequence[str]] = None) -> None:
         """Projector files (tensors.tsv, metadata.tsv, sprite.png, projector_config.pbtxt)."""
-        from . import embedding
+        from . import _remote, embedding
         tag = _convert.check_tag(tag)
+        if _remote.is_remote(str(self.log_dir)):
+            raise ValueError("add_embedding writes projector files (tensors.tsv, sprite.png, ...) that "
+                             "are not supported in a remote log_dir yet; log embeddings to a local "
+                             "directory and copy it")
         step = to_step(global_step)
         job = embedding.prepare(mat, metadata, label_img, step, tag, metadata_header)
         if self._skip_non_writer():
