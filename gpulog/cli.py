@@ -9,25 +9,44 @@ from typing import Dict, List, Optional, Tuple
 def _kind(v: object) -> str:
     kind = getattr(v, "kind")
     plugin = getattr(v, "plugin_name")
+    if plugin == "scalars":  # new-style scalars (a one-element tensor) are scalars too
+        return "scalar"
     if kind == "tensor" or (kind == "empty" and plugin):
         return plugin or "tensor"
     return kind
 
 
+def _value(v: object) -> str:
+    if getattr(v, "kind") == "scalar":
+        return f"{getattr(v, 'scalar'):.6g}"
+    tensor = getattr(v, "tensor", None)
+    if getattr(v, "plugin_name") == "scalars" and tensor is not None:
+        import numpy as np
+        return f"{float(np.asarray(tensor.value).reshape(-1)[0]):.6g}"
+    return ""
+
+
 def inspect_rows(logdir: str) -> List[Tuple[str, str, str, object, object, object]]:
-    """(run, tag, kind, count, last step, last value) for every tag of every run."""
+    """(run, tag, kind, count, last step, last value) for every tag of every run; a model graph
+    is listed as tag ``(graph)``, run metadata as ``(run metadata) <tag>``."""
     from .reader import iter_events, runs
     rows = []
     for run, files in runs(logdir).items():
         tags: Dict[Tuple[str, str], List[object]] = {}
+
+        def seen(key: Tuple[str, str], step: int, value: str) -> None:
+            entry = tags.setdefault(key, [0, 0, ""])
+            entry[0] += 1  # type: ignore[operator]
+            entry[1], entry[2] = step, value
+
         for f in files:
             for ev in iter_events(f, check_crc=True):
+                if ev.has_graph:
+                    seen(("(graph)", "graph"), ev.step, "")
+                if ev.run_metadata_tag:
+                    seen((f"(run metadata) {ev.run_metadata_tag}", "run_metadata"), ev.step, "")
                 for v in ev.values:
-                    key = (v.tag, _kind(v))
-                    entry = tags.setdefault(key, [0, 0, ""])
-                    entry[0] += 1  # type: ignore[operator]
-                    entry[1] = ev.step
-                    entry[2] = f"{v.scalar:.6g}" if v.kind == "scalar" else ""
+                    seen((v.tag, _kind(v)), ev.step, _value(v))
         for (tag, kind), (count, step, value) in sorted(tags.items()):
             rows.append((run, tag, kind, count, step, value))  # type: ignore[arg-type]
     return rows
@@ -48,6 +67,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"no events under {args.logdir}")
         return 1
     head = ("run", "tag", "kind", "count", "last step", "last value")
+    if args.json or args.csv:
+        keys = ("run", "tag", "kind", "count", "last_step", "last_value")
+        records = [dict(zip(keys, r)) for r in rows]
+        if args.json:
+            import json
+            print(json.dumps(records, indent=1))
+        else:
+            import csv
+            out = csv.DictWriter(sys.stdout, fieldnames=keys)
+            out.writeheader()
+            out.writerows(records)
+        return 0
     table = [head] + [tuple(str(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for i, r in enumerate(table):
@@ -100,6 +131,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("inspect", help="table of runs, tags, kinds, counts and last values")
     p.add_argument("logdir")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON list of rows")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     p.set_defaults(fn=cmd_inspect)
     p = sub.add_parser("demo", help="train a small model and log every summary kind")
     p.add_argument("--logdir", default="runs/gpulog-demo")

@@ -75,15 +75,6 @@ def test_inspect_cli(tmp_path):
     assert bad.returncode == 2 and "not a directory" in bad.stderr
 
 
-def test_readme_user_guide_runs(tmp_path):
-    import pathlib
-    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    block = re.search(r"## User guide.*?```python\n(.*?)```", readme, re.S).group(1)
-    r = _run(block.replace("SummaryWriter()  ", "SummaryWriter(\"runs/default\")  "), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "runs" / "a").is_dir()
-
-
 def test_demo_runs_and_logs_every_kind(tmp_path):
     r = subprocess.run(["gpulog", "demo", "--logdir", str(tmp_path / "demo"), "--steps", "30"],
                        capture_output=True, text=True, timeout=300)
@@ -120,3 +111,30 @@ def test_bench_work_compares_each_reduction_path_with_one_read(tmp_path):
     assert read > 0
     for path in ("torch_ops",) + (("native",) if native() is not None else ()):
         assert rows[f"histogram.2M.work.{path}/one_read"] == pytest.approx(rows[f"histogram.2M.work.{path}"] / read)
+
+
+def test_inspect_new_style_graph_only_json_csv_and_closed_pipe(tmp_path):
+    import csv
+    import io
+    import json
+    import torch
+    with gpulog.SummaryWriter(tmp_path / "a") as w:
+        w.add_scalar("ns", 0.25, 7, new_style=True)
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
+    tw = TorchWriter(str(tmp_path / "graph_only"))
+    tw.add_graph(torch.nn.Linear(3, 2), torch.randn(1, 3))
+    tw.close()
+    r = subprocess.run(["gpulog", "inspect", "--json", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {(x["run"], x["tag"]): x for x in json.loads(r.stdout)}
+    assert rows[("a", "ns")]["kind"] == "scalar" and rows[("a", "ns")]["last_value"] == "0.25"
+    assert rows[("graph_only", "(graph)")]["kind"] == "graph"
+    r = subprocess.run(["gpulog", "inspect", "--csv", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    table = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert {"run", "tag", "kind", "count", "last_step", "last_value"} == set(table[0])
+    with gpulog.SummaryWriter(tmp_path / "many") as w:
+        for i in range(300):
+            w.add_scalar(f"t{i}", 1.0, 0)
+    r = subprocess.run(f"gpulog inspect {tmp_path} | head -2", shell=True, capture_output=True, text=True,
+                       timeout=60)
+    assert len(r.stdout.splitlines()) == 2 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr

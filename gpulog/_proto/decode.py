@@ -121,6 +121,8 @@ class Event:
     session_log_status: int = 0
     values: List[Value] = field(default_factory=list)
     has_summary: bool = False
+    has_graph: bool = False            # graph_def (4) or meta_graph_def (9)
+    run_metadata_tag: str = ""         # tagged_run_metadata (8)
 
 
 def _double(raw: Raw) -> float:
@@ -220,6 +222,9 @@ def parse_event(buf: bytes) -> Event:
         ev.file_version = bytes(f[3][-1]).decode()  # type: ignore[arg-type]
     if 7 in f:
         ev.session_log_status = int(_first(fields(f[7][-1]), 1))  # type: ignore[arg-type]
+    ev.has_graph = 4 in f or 9 in f
+    if 8 in f:
+        ev.run_metadata_tag = bytes(_first(fields(f[8][-1]), 1, b"")).decode("utf-8", "replace")  # type: ignore[arg-type]
     if 5 in f:
         ev.has_summary = True
         ev.values = [parse_value(b) for b in fields(f[5][-1]).get(1, [])]  # type: ignore[arg-type,misc]
