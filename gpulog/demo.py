@@ -26,8 +26,9 @@ def run_demo(logdir: str, steps: int, device: str | None) -> int:
     model = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
                                 torch.nn.ReLU(), torch.nn.Linear(64, 1)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    # System metrics every second (GPU ones from NVML when a GPU is visible; host ones always).
-    w = gpulog.SummaryWriter(logdir, system_metrics=True, system_metrics_interval=1.0)
+    # System metrics four times a second, at the training step (GPU ones from NVML when a GPU is
+    # visible; host ones always), so even a short demo shows curves, not a single point.
+    w = gpulog.SummaryWriter(logdir, system_metrics=True, system_metrics_interval=0.25)
     w.add_text("about", "gpulog demo: a small MLP on two moons, logged by **gpulog**", 0)
     w.add_custom_scalars_multilinechart(["loss", "accuracy"], category="training", title="curves")
     start = time.perf_counter()
@@ -74,5 +75,9 @@ def run_demo(logdir: str, steps: int, device: str | None) -> int:
     w.close()
     print(f"logs written to {os.path.abspath(logdir)}")
     print(f"inspect them:   gpulog inspect {logdir}")
-    print(f"view them:      tensorboard --logdir {logdir}")
+    try:
+        import tensorboard  # noqa: F401
+        print(f"view them:      tensorboard --logdir {logdir}")
+    except ImportError:
+        print(f"view them:      pip install 'gpulog[tensorboard]' && tensorboard --logdir {logdir}")
     return 0

@@ -1,7 +1,10 @@
 """System metrics: ``SummaryWriter(..., system_metrics=True, system_metrics_interval=10)``.
 
-A daemon thread samples every ``interval / 10`` seconds and, every ``interval``, logs the mean of
-its samples as scalars (step = whole seconds since the sampler started):
+A daemon thread samples every ``interval / 10`` seconds (at least every 0.05 s; intervals below a
+second work) and, every ``interval``, logs the mean of its samples as scalars at the writer's
+**latest global step** (the last ``global_step`` given to ``add_scalar``/``add_scalars``/
+``add_histogram``; 0 before any), so system charts line up with the training curves; each event's
+wall time is the sampling time:
 
 * ``system/gpu<i>/{utilization_pct, memory_used_mib, memory_total_mib, power_w, temperature_c,
   sm_clock_mhz}`` from NVML (nvidia-ml-py, imported as ``pynvml``) for the GPUs this process can
@@ -151,7 +154,8 @@ class Sampler:
     """Averages ``sources`` over each ``interval`` and hands the means to ``emit(step, means)``."""
 
     def __init__(self, sources: List[Callable[[], Sample]], emit: Callable[[int, Sample], None],
-                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float, clock: Callable[[], float] = time.monotonic,
+                 step: Optional[Callable[[], int]] = None) -> None:
         if not isinstance(interval, (int, float)) or interval <= 0:
             raise ValueError(f"system_metrics_interval must be a positive number of seconds, got {interval!r}")
         self.sources, self.emit, self.interval, self.clock = sources, emit, float(interval), clock
@@ -159,6 +163,9 @@ class Sampler:
         self._sums: Dict[str, float] = {}
         self._counts: Dict[str, int] = {}
         self._start = clock()
+        # The step each mean is logged at: the writer's latest global step; standalone, whole
+        # seconds since the start.
+        self.step = step if step is not None else (lambda: int(self.clock() - self._start))
         self._thread: Optional[threading.Thread] = None
 
     def sample_once(self) -> None:
@@ -176,7 +183,7 @@ class Sampler:
             return
         means = {k: self._sums[k] / self._counts[k] for k in self._sums}
         self._sums, self._counts = {}, {}
-        self.emit(int(self.clock() - self._start), means)
+        self.emit(self.step(), means)
 
     def _run(self) -> None:
         tick = max(0.05, self.interval / 10)
@@ -207,12 +214,34 @@ def start_sampler(writer: Any, interval: float,
     dist = writer._dist
     if sources is None:
         sources = default_sources()
+    step = lambda: writer._latest_step  # noqa: E731 - tracked by the writer (see track_steps)
     if dist is None:
         def emit(step: int, means: Sample) -> None:
+            fw = writer._get_file_writer()
+            now = time.time()
             for k, v in sorted(means.items()):
-                writer.add_scalar("system/" + k, v, step)
-        return Sampler(sources, emit, interval).start()
-    return Sampler(sources, _distributed_emitter(writer, dist), interval).start()
+                fw.submit_scalar("system/" + k, float(v), step, now)
+        return Sampler(sources, emit, interval, step=step).start()
+    return Sampler(sources, _distributed_emitter(writer, dist), interval, step=step).start()
+
+
+def track_steps(writer: Any) -> None:
+    """Make ``writer`` remember the latest ``global_step`` of its scalar and histogram calls.
+    Instance attributes shadow the methods, so writers without system metrics pay nothing."""
+    writer._latest_step = 0
+    for name in ("add_scalar", "add_scalars", "add_histogram"):
+        method = getattr(writer, name)
+
+        def tracked(tag: Any, value: Any, global_step: Any = None, *args: Any, _m: Any = method,
+                    **kwargs: Any) -> None:
+            _m(tag, value, global_step, *args, **kwargs)
+            if global_step is not None:
+                try:
+                    writer._latest_step = int(global_step)
+                except (TypeError, ValueError):
+                    pass
+        tracked.__doc__, tracked.__name__ = method.__doc__, name
+        setattr(writer, name, tracked)
 
 
 def _distributed_emitter(writer: Any, dist: Any) -> Callable[[int, Sample], None]:
@@ -220,18 +249,21 @@ def _distributed_emitter(writer: Any, dist: Any) -> Callable[[int, Sample], None
     from torch.distributed import distributed_c10d
     store = distributed_c10d._get_default_store()
     seen: Dict[int, int] = {}
+    published = [0]
 
     def emit(step: int, means: Sample) -> None:
         if not dist.is_writer:
-            store.set(f"gpulog/system/{dist.rank}", json.dumps({"step": step, "means": means}))
+            published[0] += 1  # several publications may share a training step: count them
+            store.set(f"gpulog/system/{dist.rank}", json.dumps({"seq": published[0], "step": step,
+                                                                 "means": means}))
             return
         series = {0: (step, means)}
         for r in range(1, dist.world):
             key = f"gpulog/system/{r}"
             if store.check([key]):
                 data = json.loads(store.get(key))
-                if seen.get(r) != data["step"]:
-                    seen[r] = data["step"]
+                if seen.get(r) != data["seq"]:
+                    seen[r] = data["seq"]
                     series[r] = (data["step"], data["means"])
         fw = writer._get_file_writer()
         now = time.time()

@@ -64,7 +64,8 @@ class SummaryWriter:
         self._get_file_writer()
         self._sampler = None
         if system_metrics:
-            from .system_metrics import start_sampler
+            from .system_metrics import start_sampler, track_steps
+            track_steps(self)
             self._sampler = start_sampler(self, system_metrics_interval)
 
     # -- plumbing ------------------------------------------------------------------------------

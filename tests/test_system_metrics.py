@@ -96,3 +96,19 @@ def test_real_nvml_values_in_range():
     assert 0 <= v["gpu0/utilization_pct"] <= 100
     assert 0 < v["gpu0/memory_used_mib"] <= v["gpu0/memory_total_mib"]
     assert 10 < v["gpu0/temperature_c"] < 100 and v["gpu0/power_w"] > 0
+
+
+def test_samples_are_logged_at_the_training_step(tmp_path, monkeypatch):
+    """System charts line up with the loss curve: each mean is logged at the writer's latest
+    global step (not at seconds since start), with sub-second intervals."""
+    import time
+    monkeypatch.setattr(sm, "default_sources", lambda: [lambda: {"host/fake": 1.0}])
+    w = gpulog.SummaryWriter(tmp_path, system_metrics=True, system_metrics_interval=0.1)
+    for step in range(1000, 1030):
+        w.add_scalar("loss", 1.0, step)
+        time.sleep(0.02)
+    w.close()
+    s = read_scalars(tmp_path)
+    steps = [st for st, _ in s["system/host/fake"]]
+    assert len(steps) >= 3
+    assert all(1000 <= st <= 1029 for st in steps) and steps == sorted(steps)
