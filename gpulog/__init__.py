@@ -1,7 +1,8 @@
 """gpulog: a GPU-aware, high-throughput drop-in for ``torch.utils.tensorboard.SummaryWriter``.
 
 ``import gpulog`` is cheap: it starts no thread, imports neither torch nor Triton and touches no
-CUDA.  Names are resolved on first use.
+CUDA (unless ``GPULOG_PATCH=1`` asks it to patch torch's writer, see ``patch()``).  Names are
+resolved on first use.
 """
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list:
     return sorted(__all__)
+
+
+def _patch_from_environment() -> None:
+    """``GPULOG_PATCH=1`` (set by ``patch()`` for child processes): patch this process too."""
+    import os
+    if os.environ.get("GPULOG_PATCH") == "1":
+        from ._patching import patch
+        patch()
+
+
+_patch_from_environment()

@@ -1,6 +1,7 @@
 """Ecosystem: gpulog.patch() for code written against torch's writer; the CLI; the README guide."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -138,3 +139,22 @@ def test_inspect_new_style_graph_only_json_csv_and_closed_pipe(tmp_path):
     r = subprocess.run(f"gpulog inspect {tmp_path} | head -2", shell=True, capture_output=True, text=True,
                        timeout=60)
     assert len(r.stdout.splitlines()) == 2 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
+
+
+def test_patch_covers_tensorboardx_and_spawned_children(tmp_path):
+    r = _run(f"""
+        import multiprocessing as mp, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        import gpulog
+        gpulog.patch()
+        import tensorboardX
+        assert tensorboardX.SummaryWriter is gpulog.SummaryWriter
+        import spawn_child
+        if __name__ == "__main__":
+            p = mp.get_context("spawn").Process(target=spawn_child.child, args=({str(tmp_path)!r},))
+            p.start(); p.join(120)
+            print("exit", p.exitcode)
+    """)
+    assert "exit 0" in r.stdout, r.stderr[-3000:]
+    from gpulog.reader import read_scalars
+    assert read_scalars(tmp_path)["from_child"] == [(0, 1.0)]
