@@ -8,7 +8,7 @@ and everything around it is kept (a damaged length stops that file).  Torch-free
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterator, List, Tuple, Union
 
 import numpy as np
 
@@ -61,8 +61,18 @@ def read_events(path: PathLike, check_crc: bool = True) -> List[Event]:
     return list(iter_events(path, check_crc))
 
 
-def read_scalars(path: PathLike) -> Dict[str, List[Tuple[int, float]]]:
-    """``{tag: [(step, value), ...]}`` in file order, for simple_value and new_style scalars."""
+def read_scalars(path: PathLike, as_frame: bool = False) -> Any:
+    """``{tag: [(step, value), ...]}`` in file order, for simple_value and new_style scalars.
+
+    ``as_frame=True``: a pandas DataFrame with columns ``tag, step, value`` (one row per value, in
+    file order) instead; needs pandas (``ImportError`` saying so otherwise)."""
+    if as_frame:
+        try:
+            import pandas as pd
+        except ImportError as err:
+            raise ImportError("read_scalars(..., as_frame=True) needs pandas: pip install pandas") from err
+        rows = [(tag, step, value) for tag, values in read_scalars(path).items() for step, value in values]
+        return pd.DataFrame(rows, columns=["tag", "step", "value"])
     out: Dict[str, List[Tuple[int, float]]] = {}
     for ev in iter_events(path):
         for v in ev.values:

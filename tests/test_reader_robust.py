@@ -110,3 +110,21 @@ def test_files_are_streamed_not_read_whole(thousand, monkeypatch):
                         Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
     assert len(read_scalars(thousand)["x"]) == 1000
     assert sizes and all(0 <= n < 4096 for n in sizes)
+
+
+def test_read_scalars_as_frame(tmp_path, monkeypatch):
+    with gpulog.SummaryWriter(tmp_path) as w:
+        w.add_scalar("a", 1.5, 3)
+        w.add_scalar("b", 2.5, 4, new_style=True)
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pandas"):
+            read_scalars(tmp_path, as_frame=True)
+        return
+    df = read_scalars(tmp_path, as_frame=True)
+    assert list(df.columns) == ["tag", "step", "value"]
+    assert df.values.tolist() == [["a", 3, 1.5], ["b", 4, 2.5]]
+    monkeypatch.setitem(sys.modules, "pandas", None)     # as if not installed
+    with pytest.raises(ImportError, match="pip install pandas"):
+        read_scalars(tmp_path, as_frame=True)
