@@ -82,11 +82,5 @@ class Handoff:
             self._bytes -= nbytes
 
     def notify_space(self) -> None:
-        # Never block the writer on this lock: a SIGTERM handler may have interrupted a producer
-        # inside _backpressure() while it holds it, then wait for the writer to drain.  Producers
-        # wake every 50 ms anyway.
-        if self._space.acquire(blocking=False):
-            try:
-                self._space.notify_all()
-            finally:
-                self._space.release()
+        with self._space:
+            self._space.notify_all()

@@ -53,7 +53,7 @@ def prepare_dir(url: str) -> str:
     try:
         fs.makedirs(url, exist_ok=True)
     except OSError:
-        raise
+        raise  # already what callers expect
     except Exception as err:  # noqa: BLE001 - backends raise their own types for I/O failures
         raise OSError(f"cannot create log_dir {url!r}: {type(err).__name__}: {err}") from err
     return url

@@ -77,6 +77,7 @@ class Sink:
         """Writer thread: this file's descriptor, (re)opened through the LRU."""
         fd = self.fd
         if fd is not None:
+            _open_files[id(self)] = self  # most recently used
             _open_files.move_to_end(id(self))
             try:
                 if os.fstat(fd).st_nlink > 0:
@@ -348,6 +349,7 @@ _METHODS = {"histogram": "add_histogram", "histogram_raw": "add_histogram_raw", 
             "mesh": "add_mesh", "tensor": "add_tensor", "text": "add_text", "custom_scalars":
             "add_custom_scalars"}
 
+
 class _Stop(BaseException):
     """Ends the writer thread's loop (``Engine.stop``)."""
 
@@ -405,7 +407,6 @@ def _drain_at_exit() -> None:
                              "attempts)\n")
 
 
-_sigterm_previous: Any = None
 _sigterm_installed = False
 
 
@@ -418,11 +419,12 @@ def install_sigterm_handler() -> bool:
     someone else.  Over the default it drains (on a helper thread), then restores the default and
     re-raises SIGTERM, so the exit status still reads "killed by SIGTERM"; an ``add_*`` called
     after the signal waits for that end instead of returning, so every call that returned is
-    written.  Over a Python handler (a framework's, e.g. Lightning's SLURM
-    requeue) it calls that handler at once: if it exits, the ``atexit`` drain writes everything.  ``GPULOG_SIGTERM=0`` opts out; with a handler
-    of your own installed later, call ``writer.flush()`` in it.  Returns whether it installed.
+    written.  Over a Python handler (a framework's, e.g. Lightning's SLURM requeue) it calls that
+    handler at once: if it exits, the ``atexit`` drain writes everything.  ``GPULOG_SIGTERM=0``
+    opts out; with a handler of your own installed later, call ``writer.flush()`` in it.  Returns
+    whether it installed.
     """
-    global _sigterm_previous, _sigterm_installed
+    global _sigterm_installed
     import signal
     if _sigterm_installed or os.environ.get("GPULOG_SIGTERM", "1") == "0" or not hasattr(signal, "SIGTERM"):
         return False
@@ -467,7 +469,7 @@ def install_sigterm_handler() -> bool:
         signal.signal(signal.SIGTERM, on_sigterm)
     except (ValueError, OSError):  # not the main interpreter, or an embedded one
         return False
-    _sigterm_previous, _sigterm_installed = previous, True
+    _sigterm_installed = True
     return True
 
 

@@ -126,7 +126,7 @@ class SummaryWriter:
         if t is int and not -_FLOAT_MAX <= scalar_value <= _FLOAT_MAX:
             scalar_value = _convert.scalar(scalar_value)  # raises: beyond float64
         if t is not float and t is not int:
-            if _convert.is_tensor(scalar_value) and scalar_value.device.type == "cuda":
+            if _convert.is_cuda_tensor(scalar_value):
                 return self._add_device_scalar(fw, tag, scalar_value, global_step, wall,
                                                new_style, double_precision)
             scalar_value = _convert.scalar(scalar_value)
