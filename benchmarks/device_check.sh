@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One GPU check (< 5 min): the CUDA tests (kernels at full size, no device sync inside any add_*
-# under both backends, coalesced scalar copies), the 128M histogram work figures, then the GPU
-# benchmarks; summary table last.
+# One GPU check (< 5 min): the CUDA tests (kernels at full size; no device sync inside any add_*
+# under both backends; every add_* of the CPU sync-probe matrix returning while ~1 s of GPU work
+# is queued; a tensor from another stream freed right after the call; a CUDA-graph capture while
+# the writer is busy; a clear error for logging during capture; the first-call compile stall,
+# printed as "[compile stall]"), the 128M histogram work figures, then the GPU benchmarks.
 # Run from the repository root on a machine with CUDA.
 #
 # The device image (Python 3.12) lacks google-crc32c and tensorboardX; carry them as wheels in
@@ -21,9 +23,9 @@ OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 # (test_compile.py is for GPU-less machines: here the kernels are compiled and run for real)
-timeout 100 pytest -q -x tests/kernels tests/test_cuda.py tests/test_system_metrics.py --ignore=tests/kernels/test_compile.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
+timeout 140 pytest -q -x -rs tests/kernels tests/test_cuda.py tests/test_system_metrics.py --ignore=tests/kernels/test_compile.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
 # 128M float32 histogram: Triton and torch-op work against one read, caller time against torch's writer
-timeout 60 python3 -m benchmarks --device cuda --only work --out "$OUT/gpu_work.json" 2>&1 \
+timeout 40 python3 -m benchmarks --device cuda --only work --out "$OUT/gpu_work.json" 2>&1 \
   | tee "$OUT/gpu_work.log" | tail -12
-timeout 130 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
+timeout 110 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
   --out "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu_bench.log" | tail -30

@@ -23,6 +23,19 @@ def is_cuda_tensor(x: Any) -> bool:
     return is_tensor(x) and x.device.type == "cuda"
 
 
+def local(t: Any, name: str) -> Any:
+    """A tensor gpulog can reduce where it lives: CPU and CUDA tensors as they are; tensors on
+    other accelerators (MPS, XPU, ...) copied to the host now (a synchronous read: gpulog's
+    device path is CUDA-only); ``meta`` tensors, which hold no values, rejected at the call."""
+    kind = t.device.type
+    if kind in ("cpu", "cuda"):
+        return t
+    if kind == "meta":
+        raise ValueError(f"{name} is a meta tensor: it has a shape but no values to log; pass a "
+                         "tensor that holds data")
+    return t.detach().cpu()
+
+
 def check_tag(tag: Any, name: str = "tag") -> str:
     if type(tag) is not str:
         if isinstance(tag, str):
@@ -100,7 +113,7 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         return x
     if is_tensor(x):
         torch = sys.modules["torch"]
-        t = x.detach()
+        t = local(x.detach(), name)
         if t.device.type != "cpu":
             t = t.cpu()
         if t.dtype == torch.bfloat16:

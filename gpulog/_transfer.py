@@ -5,6 +5,16 @@ buffers, ordered on the caller's current stream, and a CUDA event marks completi
 thread waits on that event, never the caller.  The device tensors are referenced until then, so
 the caching allocator cannot hand their memory to someone else mid-copy; pinned buffers come from
 torch's caching host allocator, which reuses a block only after the copies that used it completed.
+Inputs read on the current stream are ``record_stream``-ed to it (:func:`guard_inputs`): a tensor
+allocated on another stream and freed right after the call keeps its memory until those reads end.
+
+``GATE``: every CUDA call the writer thread makes (event queries, copies out of pinned memory,
+releasing pinned and device blocks, whose frees record events) happens while no CUDA graph is being
+captured in this process.  Under ``capture_error_mode="global"`` (``torch.cuda.graph``'s default)
+such a call from another thread would invalidate the user's capture.  The gate learns of captures
+by wrapping ``torch.cuda.CUDAGraph.capture_begin``/``capture_end`` the first time gpulog sees a
+CUDA tensor; the writer waits on events by polling ``query()`` with back-off (never a spinning
+``synchronize()``), taking the gate's lock for each query only.
 
 ``Deferred``: CPU work finished on the writer thread (torch releases the GIL inside its ops).
 Its input is a snapshot taken at the call into a buffer from ``SnapshotPool``: copying into memory
@@ -13,7 +23,9 @@ that is already mapped costs ~20x less than a fresh allocation, whose pages faul
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Deque, Dict, Sequence, Tuple
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,10 +42,92 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
+class CaptureGate:
+    """Knows whether a CUDA graph is being captured; serialises the writer's CUDA calls with the
+    start of a capture (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.capturing = 0
+        self._installed = False
+
+    def install(self) -> None:
+        """Wrap ``CUDAGraph.capture_begin``/``capture_end`` (once, on the first CUDA tensor)."""
+        if self._installed:
+            return
+        with self.lock:
+            if self._installed:
+                return
+            graph = torch.cuda.CUDAGraph
+            begin, end = graph.capture_begin, graph.capture_end
+            gate = self
+
+            def capture_begin(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with gate.lock:  # waits for a writer call in flight (microseconds)
+                    gate.capturing += 1
+                try:
+                    return begin(self, *args, **kwargs)
+                except BaseException:
+                    gate.capturing -= 1
+                    raise
+
+            def capture_end(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return end(self, *args, **kwargs)
+                finally:
+                    gate.capturing -= 1
+
+            capture_begin.__wrapped__ = begin  # type: ignore[attr-defined]
+            capture_end.__wrapped__ = end  # type: ignore[attr-defined]
+            graph.capture_begin, graph.capture_end = capture_begin, capture_end  # type: ignore[method-assign]
+            self._installed = True
+
+    def run(self, fn: Callable[[], Any], max_wait: float = 0.002) -> Any:
+        """``fn()`` (CUDA calls) at a moment when no capture is in progress; polls while one is."""
+        delay = 50e-6
+        while True:
+            with self.lock:
+                if not self.capturing:
+                    return fn()
+            time.sleep(delay)
+            delay = min(delay * 2, max_wait)
+
+    def wait_event(self, event: Any) -> None:
+        """Until ``event`` has completed: ``query()`` under the gate, sleeping with back-off
+        (50 µs doubling to 2 ms) in between, so a lagging GPU costs this thread no CPU."""
+        delay = 50e-6
+        while not self.run(event.query):
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+
+GATE = CaptureGate()
+
+
+def check_not_capturing(what: str) -> None:
+    """Raise at the call when the current stream is being captured into a CUDA graph: staging
+    allocates pinned memory and queues copies, which a capture cannot hold."""
+    if GATE.capturing and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"{what} was called while this stream is being captured into a CUDA graph; "
+                           "log outside the captured region, or use the capture-safe calls described "
+                           "in the README ('Logging in compiled steps and CUDA graphs')")
+
+
+def guard_inputs(tensors: Sequence[Any], stream: Any) -> None:
+    """``record_stream`` each CUDA input on ``stream``, where gpulog's kernels read it: if the
+    caller allocated it on another stream and frees it right after the call, the allocator keeps
+    the block until these reads are done (a no-op for tensors allocated on ``stream``)."""
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.is_cuda:
+            t.record_stream(stream)
+
+
 class DeviceStaged:
-    __slots__ = ("_device_tensors", "_pinned", "_event", "nbytes")
+    __slots__ = ("_device_tensors", "_pinned", "_event", "_host", "nbytes")
 
     def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
+        check_not_capturing("gpulog")
+        GATE.install()
         tensors = [t.detach().contiguous() for t in tensors]
         device = tensors[0].device
         stream = torch.cuda.current_stream(device)
@@ -43,14 +137,59 @@ class DeviceStaged:
         self._event = torch.cuda.Event()
         self._event.record(stream)
         self._device_tensors = tensors
+        self._host: Optional[Tuple[np.ndarray, ...]] = None
         # Counted against the hand-off's byte cap: producers that outrun the writer wait, so
         # pinned memory stays bounded.
         self.nbytes = sum(p.numel() * p.element_size() for p in self._pinned)
 
     def result(self) -> Tuple[np.ndarray, ...]:
-        self._event.synchronize()
-        self._device_tensors = []
-        return tuple(_host_numpy(p) for p in self._pinned)
+        """Writer thread: the host copies (idempotent; several items may share one staging)."""
+        if self._host is None:
+            GATE.wait_event(self._event)
+            # Copied out and released under the gate: freeing pinned and device blocks records
+            # events on the streams that used them.
+            self._host = GATE.run(self._release)
+        return self._host
+
+    def _release(self) -> Tuple[np.ndarray, ...]:
+        out = tuple(np.array(_host_numpy(p)) for p in self._pinned)
+        self._pinned, self._device_tensors = [], []
+        return out
+
+
+class Mixed:
+    """Host values and CUDA tensors in one list: the CUDA ones staged together (one event), the
+    others converted now; ``result()`` gives them back in order as arrays."""
+
+    __slots__ = ("_host", "_staged", "_where", "nbytes")
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        on_device = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.is_cuda]
+        self._where = on_device
+        self._host: List[Any] = [None if i in on_device else np.asarray(_host_numpy(
+            v.detach().cpu() if isinstance(v, torch.Tensor) else v)) for i, v in enumerate(values)]
+        self._staged = DeviceStaged([values[i] for i in on_device]) if on_device else None
+        self.nbytes = self._staged.nbytes if self._staged is not None else 0
+
+    def result(self) -> Tuple[np.ndarray, ...]:
+        out = list(self._host)
+        if self._staged is not None:
+            for i, arr in zip(self._where, self._staged.result()):
+                out[i] = arr
+        return tuple(out)
+
+
+class Then:
+    """``fn(*staged.result())`` on the writer thread: host work that needs the staged data."""
+
+    __slots__ = ("_staged", "_fn", "nbytes")
+
+    def __init__(self, staged: Any, fn: Callable[..., Sequence[Any]]) -> None:
+        self._staged, self._fn = staged, fn
+        self.nbytes = getattr(staged, "nbytes", 0)
+
+    def result(self) -> Tuple[np.ndarray, ...]:
+        return tuple(_host_numpy(a) for a in self._fn(*self._staged.result()))
 
 
 class Ready:

@@ -209,6 +209,9 @@ class Engine:
         t = self._thread
         if t is not None and not t.is_alive():
             return False
+        scalars = sys.modules.get("gpulog._reduce.scalar")  # loaded only once a tensor was logged
+        if scalars is not None:
+            scalars.seal_all()  # device scalars logged so far reach the writer (no wait here)
         done = threading.Event()
         self.handoff.put_urgent((op, sink, done))
         return done.wait(timeout)

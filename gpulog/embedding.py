@@ -56,8 +56,8 @@ def _sprite_torch(label_img: Any) -> Any:
 def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: Optional[int],
             tag: str, metadata_header: Optional[Sequence[str]]) -> Job:
     import torch
-    from ._transfer import Deferred, DeviceStaged
-    m = mat.detach() if isinstance(mat, torch.Tensor) else torch.from_numpy(
+    from ._transfer import Deferred, DeviceStaged, Mixed
+    m = _convert.local(mat.detach(), "mat") if isinstance(mat, torch.Tensor) else torch.from_numpy(
         np.array(_convert.to_numpy(mat, "mat")))
     if m.dim() != 2:
         raise ValueError(f"mat must be 2-D [N, D] (one row per point), got shape {tuple(m.shape)}")
@@ -71,14 +71,16 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
     sprite = None
     dims = None
     if label_img is not None:
-        img = label_img if isinstance(label_img, torch.Tensor) else torch.from_numpy(
+        img = _convert.local(label_img.detach(), "label_img") if isinstance(label_img, torch.Tensor) \
+            else torch.from_numpy(
             np.array(_convert.to_numpy(label_img, "label_img")))
         if img.dim() != 4 or img.shape[1] not in (1, 3):
             raise ValueError(f"label_img must be [N, C, H, W] with C = 1 or 3, got {tuple(img.shape)}")
         if img.shape[0] != m.shape[0]:
             raise ValueError(f"label_img has {img.shape[0]} images but mat has {m.shape[0]} rows")
         from ._transfer import to_device
-        sprite = _sprite_torch(to_device(img, m.device) if m.is_cuda else img.cpu())
+        # The sprite is built where the images are (a CPU batch goes up to a CUDA mat's device).
+        sprite = _sprite_torch(to_device(img, m.device) if m.is_cuda else img)
         dims = [int(img.shape[3]), int(img.shape[2])]
     step = step or 0
     if len(encode_tag(tag).encode("utf-8")) > 200:
@@ -88,6 +90,8 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
     tensors = [m] + ([sprite] if sprite is not None else [])
     if m.is_cuda:
         staged: Any = DeviceStaged(tensors)
+    elif sprite is not None and sprite.is_cuda:
+        staged = Mixed([m.clone(), sprite])  # the mat now, the sprite staged from its device
     else:
         snap = [m.clone()] + ([sprite] if sprite is not None else [])
         staged = Deferred(lambda ts: ts, snap)

@@ -192,8 +192,26 @@ class SummaryWriter:
 
     def add_tensor(self, tag: str, tensor: Any, global_step: Optional[int] = None,
                    walltime: Optional[float] = None) -> None:
-        """Any numeric tensor, readable back by ``make_ndarray`` for every dtype."""
+        """Any numeric tensor, readable back by ``make_ndarray`` for every dtype.  A CUDA tensor
+        is copied asynchronously into pinned memory (the whole tensor is the summary) and encoded
+        on the writer thread: the call does not wait for the device."""
         tag = _convert.check_tag(tag)
+        step, wall = to_step(global_step), to_walltime(walltime)
+        if _convert.is_cuda_tensor(tensor):
+            t = tensor.detach()
+            dtype = str(t.dtype).replace("torch.", "")
+            if dtype not in enc_tensor.SUPPORTED and dtype != "bfloat16":
+                raise TypeError(f"add_tensor: unsupported dtype {t.dtype}; use one of "
+                                f"{', '.join(enc_tensor.SUPPORTED)}")
+            if t.numel() * t.element_size() >= 2**31:
+                raise ValueError(f"add_tensor: tensor of {t.numel() * t.element_size()} bytes exceeds the "
+                                 "2 GiB protobuf limit; log a slice or a summary of it")
+            if self._skip_non_writer():
+                return
+            from ._transfer import DeviceStaged
+            staged = DeviceStaged([t.float() if dtype == "bfloat16" else t])  # as to_numpy widens it
+            self._get_file_writer().submit(enc_tensor.tensor, (tag,), step, wall, staged.nbytes, staged)
+            return
         arr = _convert.to_numpy(tensor, "tensor")
         if arr.dtype.name not in enc_tensor.SUPPORTED:
             raise TypeError(f"add_tensor: unsupported dtype {arr.dtype}; use one of "
@@ -204,8 +222,7 @@ class SummaryWriter:
         if self._skip_non_writer():
             return
         arr = np.array(arr, copy=True)  # the value at call time, whatever the caller does next
-        self._get_file_writer().submit(enc_tensor.tensor, (tag, arr), to_step(global_step),
-                                       to_walltime(walltime), arr.nbytes)
+        self._get_file_writer().submit(enc_tensor.tensor, (tag, arr), step, wall, arr.nbytes)
 
     def add_custom_scalars(self, layout: Dict[str, Dict[str, List[Any]]]) -> None:
         """Custom-scalars dashboard layout: ``{category: {title: ['Multiline'|'Margin', tags]}}``."""
@@ -230,8 +247,9 @@ class SummaryWriter:
                     run_name: Optional[str] = None, global_step: Optional[int] = None) -> None:
         """Hyperparameters and metrics in the sub-run ``<log_dir>/<run_name or time.time()>``."""
         hparams = _check_hparams(hparam_dict, metric_dict, hparam_domain_discrete)
-        metrics = {_convert.check_tag(k, "metric_dict key"): _convert.scalar(v, f"metric_dict[{k!r}]")
-                   for k, v in metric_dict.items()}
+        metrics = {_convert.check_tag(k, "metric_dict key"):
+                   _device_number(v, f"metric_dict[{k!r}]") if _convert.is_cuda_tensor(v)
+                   else _convert.scalar(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
         step = to_step(global_step)
         if self._skip_non_writer():
             return
@@ -241,10 +259,24 @@ class SummaryWriter:
         logdir = os.path.join(self._get_file_writer().get_logdir(), run_name)
         fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix)
         now = time.time()
-        for values in enc_hparams.hparams(hparams, metrics, hparam_domain_discrete):
-            fw.submit(_constant, (values,), step, now)
+        # Tensor values on a CUDA device are staged in one asynchronous copy and filled in on the
+        # writer thread (no wait here); everything else is encoded now.
+        from_device = [(d, k) for d in (hparams, metrics) for k, v in d.items() if _convert.is_tensor(v)]
+        if from_device:
+            from ._transfer import Mixed
+            staged = Mixed([d[k] for d, k in from_device])
+            for part in range(3):
+                fw.submit(_hparams_part, (part, hparams, metrics, hparam_domain_discrete, from_device),
+                          step, now, 0, staged)
+            for i, (d, k) in enumerate(from_device):
+                if d is metrics:
+                    fw.submit(_scalar_from_staged, (k, i), step, time.time(), 0, staged)
+        else:
+            for values in enc_hparams.hparams(hparams, metrics, hparam_domain_discrete):
+                fw.submit(_constant, (values,), step, now)
         for k, v in metrics.items():
-            fw.submit_scalar(k, v, step, time.time())
+            if not _convert.is_tensor(v):
+                fw.submit_scalar(k, v, step, time.time())
         fw.close_async()
 
     # -- raw summaries -------------------------------------------------------------------------
@@ -253,8 +285,14 @@ class SummaryWriter:
                           global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
         """A histogram from precomputed statistics; ``bucket_limits[i]`` is bucket i's right edge."""
         tag = _convert.check_tag(tag)
-        stats = tuple(_convert.scalar(v, n) for v, n in zip(
-            (min, max, num, sum, sum_squares), ("min", "max", "num", "sum", "sum_squares")))
+        names = ("min", "max", "num", "sum", "sum_squares")
+        stats = (min, max, num, sum, sum_squares)
+        if any(_convert.is_cuda_tensor(v) for v in (*stats, bucket_limits, bucket_counts)):
+            return self._add_raw_from_device(
+                enc_histogram.histogram_raw_arrays, tag, list(zip(stats, names)),
+                [(bucket_limits, "bucket_limits"), (bucket_counts, "bucket_counts")], (),
+                global_step, walltime)
+        host_stats = tuple(_convert.scalar(v, n) for v, n in zip(stats, names))
         limits = _convert.to_numpy(bucket_limits, "bucket_limits").astype(np.float64).ravel()
         counts = _convert.to_numpy(bucket_counts, "bucket_counts").astype(np.float64).ravel()
         if len(limits) != len(counts):
@@ -262,8 +300,37 @@ class SummaryWriter:
                              f"({len(counts)}); pass one limit per bucket")
         if self._skip_non_writer():
             return
-        self._get_file_writer().submit(enc_histogram.histogram_raw, (tag, stats, limits, counts),
+        self._get_file_writer().submit(enc_histogram.histogram_raw, (tag, host_stats, limits, counts),
                                        to_step(global_step), to_walltime(walltime))
+
+    def _add_raw_from_device(self, encode: Any, tag: str, scalars: List[Any], rows: List[Any],
+                             extra: tuple, global_step: Any, walltime: Any) -> None:
+        """Raw summaries with CUDA arguments: checked by shape at the call, staged to the host
+        in one asynchronous copy (no wait), encoded on the writer thread."""
+        from ._transfer import Mixed
+        step, wall = to_step(global_step), to_walltime(walltime)
+        values = []
+        for v, name in scalars:
+            if _convert.is_cuda_tensor(v):
+                if v.numel() != 1:
+                    raise ValueError(f"{name} must hold exactly one element, got shape {tuple(v.shape)}")
+                values.append(v.detach().reshape(1).double())
+            else:
+                values.append(np.array([_convert.scalar(v, name)]))
+        lengths = {}
+        for v, name in rows:
+            if _convert.is_cuda_tensor(v):
+                values.append(v.detach().reshape(-1).double())
+            else:
+                values.append(_convert.to_numpy(v, name).astype(np.float64).ravel())
+            lengths[name] = values[-1].shape[0]
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"{tag}: every row must have the same length, got {lengths}; pass one "
+                             "value per bucket")
+        if self._skip_non_writer():
+            return
+        staged = Mixed(values)
+        self._get_file_writer().submit(encode, (tag, *extra), step, wall, staged.nbytes, staged)
 
     def add_pr_curve_raw(self, tag: str, true_positive_counts: Any, false_positive_counts: Any,
                          true_negative_counts: Any, false_negative_counts: Any, precision: Any,
@@ -273,13 +340,17 @@ class SummaryWriter:
         tag = _convert.check_tag(tag)
         names = ("true_positive_counts", "false_positive_counts", "true_negative_counts",
                  "false_negative_counts", "precision", "recall")
-        rows = [_convert.to_numpy(v, n).astype(np.float64).ravel() for v, n in zip(
-            (true_positive_counts, false_positive_counts, true_negative_counts,
-             false_negative_counts, precision, recall), names)]
+        given = (true_positive_counts, false_positive_counts, true_negative_counts,
+                 false_negative_counts, precision, recall)
+        _check_thresholds(num_thresholds)
+        if any(_convert.is_cuda_tensor(v) for v in given):
+            return self._add_raw_from_device(enc_pr_curve.pr_curve_raw_arrays, tag, [],
+                                             list(zip(given, names)), (num_thresholds,),
+                                             global_step, walltime)
+        rows = [_convert.to_numpy(v, n).astype(np.float64).ravel() for v, n in zip(given, names)]
         lengths = {n: len(r) for n, r in zip(names, rows)}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"add_pr_curve_raw: all six rows must have the same length, got {lengths}")
-        _check_thresholds(num_thresholds)
         if self._skip_non_writer():
             return
         self._get_file_writer().submit(enc_pr_curve.pr_curve_raw, (tag, np.stack(rows), num_thresholds),
@@ -289,7 +360,11 @@ class SummaryWriter:
     def add_histogram(self, tag: str, values: Any, global_step: Optional[int] = None,
                       bins: Any = "tensorflow", walltime: Optional[float] = None,
                       max_bins: Optional[int] = None) -> None:
-        """Histogram of ``values``; counts are exact, reduced on the tensor's device."""
+        """Histogram of ``values``; counts are exact, reduced on the tensor's device.
+
+        For CUDA ``values`` nothing waits for the device, whatever ``bins`` is; numpy's estimator
+        strings ('auto', 'fd', ...) need the data's quantiles, so with those the data is copied
+        asynchronously to the host and binned on the writer thread (README: "CUDA tensors")."""
         from ._reduce import histogram as red
         tag = _convert.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
@@ -447,6 +522,28 @@ def _constant(values: List[bytes]) -> List[bytes]:
     return values
 
 
+def _device_number(v: Any, name: str) -> Any:
+    """A one-element CUDA tensor kept on the device (read on the writer thread), as float64."""
+    if v.numel() != 1:
+        raise ValueError(f"{name} must hold exactly one element, got shape {tuple(v.shape)}")
+    if v.is_complex():
+        raise TypeError(f"{name} must be real, got a {v.dtype} tensor")
+    return v.detach().reshape(1).double()
+
+
+def _hparams_part(part: int, hparams: Dict[str, Any], metrics: Dict[str, Any], domain: Any,
+                  from_device: List[Any], *arrays: np.ndarray) -> List[bytes]:
+    """Writer thread: one of the three hparams events, with the staged device values filled in."""
+    filled = {id(hparams): dict(hparams), id(metrics): dict(metrics)}
+    for (d, k), arr in zip(from_device, arrays):
+        filled[id(d)][k] = float(arr.reshape(-1)[0])
+    return enc_hparams.hparams(filled[id(hparams)], filled[id(metrics)], domain)[part]
+
+
+def _scalar_from_staged(tag: str, index: int, *arrays: np.ndarray) -> List[bytes]:
+    return enc_scalar.from_array(tag, False, False, arrays[index].reshape(-1)[:1])
+
+
 def _check_thresholds(num_thresholds: Any) -> None:
     if not isinstance(num_thresholds, (int, np.integer)) or isinstance(num_thresholds, bool) \
             or num_thresholds < 2:
@@ -477,13 +574,15 @@ def _check_hparams(hparam_dict: Any, metric_dict: Any, domain: Any) -> Dict[str,
     out: Dict[str, Any] = {}
     for k, v in hparam_dict.items():
         k = _convert.check_tag(k, "hparam_dict key")
-        if _convert.is_tensor(v):
-            v = float(v.detach().reshape(-1)[0].item())
+        if _convert.is_cuda_tensor(v):
+            v = _device_number(v, f"hparam_dict[{k!r}]")  # read on the writer thread: no wait here
+        elif _convert.is_tensor(v):
+            v = float(_convert.local(v.detach(), f"hparam_dict[{k!r}]").reshape(-1)[0].item())
         elif isinstance(v, np.generic):
             v = v.item()
         elif callable(v) and not isinstance(v, (int, float, str, bool)):
             v = getattr(v, "__name__", repr(v))
-        if v is not None and not isinstance(v, (int, float, str, bool)):
+        if v is not None and not isinstance(v, (int, float, str, bool)) and not _convert.is_tensor(v):
             raise ValueError(f"hparam_dict[{k!r}] must be an int, float, str, bool or tensor, "
                              f"got {type(v).__name__}")
         out[k] = v
@@ -492,7 +591,8 @@ def _check_hparams(hparam_dict: Any, metric_dict: Any, domain: Any) -> Dict[str,
             raise TypeError(f"hparam_domain_discrete must be a dict, got {type(domain).__name__}")
         for k, values in domain.items():
             if k not in out or not isinstance(values, list) or \
-                    not all(isinstance(d, type(out[k])) for d in values):
+                    not all(isinstance(d, float if _convert.is_tensor(out[k]) else type(out[k]))
+                            for d in values):
                 raise TypeError(f"hparam_domain_discrete[{k!r}] must be a list of values of the "
                                 f"same type as hparam_dict[{k!r}]")
     return out

@@ -71,13 +71,21 @@ def fake(t: torch.Tensor, device: str = "cuda:0") -> torch.Tensor:
     return FakeCuda(t.detach().contiguous(), device)
 
 
-class FakeStream:
+class FakeStream(torch.Stream):
+    """A ``torch.Stream`` that names a CUDA stream (so torch's bindings accept it) and queues
+    nothing."""
+
     _ids = itertools.count(1)
 
+    def __new__(cls, device: Any = None, priority: int = 0, **_: Any) -> "FakeStream":
+        return super().__new__(cls, stream_id=next(cls._ids) * 16, device_index=0, device_type=1)
+
     def __init__(self, device: Any = None, priority: int = 0, **_: Any) -> None:
-        self.device = torch.device("cuda", 0)
-        self.cuda_stream = next(self._ids) * 16
-        self.capturing = False
+        pass
+
+    @property
+    def cuda_stream(self) -> int:  # type: ignore[override]
+        return int(self.stream_id)
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, FakeStream) and other.cuda_stream == self.cuda_stream
@@ -121,6 +129,8 @@ class FakeEvent:
         PROBE.enqueue(stream or PROBE.current_stream(), "Event.wait")
 
     def query(self) -> bool:
+        from gpulog._transfer import GATE
+        PROBE.queries.append((threading.current_thread().name, GATE.capturing))
         return True
 
 
@@ -146,6 +156,7 @@ class Probe:
         self.record_stream: List[int] = []     # streams passed to record_stream
         self.foreign_enqueues: List[str] = []  # work queued on a user stream by a gpulog thread
         self.capturing: Set[int] = set()
+        self.queries: List[Any] = []           # (thread, captures in progress) per Event.query()
 
     # -- streams --------------------------------------------------------------------------------
     def current_stream(self, device: Any = None) -> FakeStream:
@@ -193,6 +204,7 @@ class SyncProbe(TorchDispatchMode):
         leaves: List[Any] = []
         tree_map(lambda x: leaves.append(x), (args, kwargs))
         on_dev = any(_is_dev(x) for x in leaves)
+        dev_device = next((x.device for x in leaves if _is_dev(x)), torch.device("cuda", 0))
         strict = PROBE.local.strict
 
         def sync(why: str) -> None:
@@ -240,8 +252,9 @@ class SyncProbe(TorchDispatchMode):
             kwargs["pin_memory"] = False
         target = kwargs.get("device")
         if target is not None:
-            result_dev = torch.device(target).type == "cuda"
+            result_dev = torch.device(target).type != "cpu"
             if result_dev:
+                dev_device = torch.device(target)
                 kwargs["device"] = torch.device("cpu")
         else:
             result_dev = on_dev
@@ -260,8 +273,8 @@ class SyncProbe(TorchDispatchMode):
         if "out" in kwargs:
             return kwargs["out"]
         if result_dev:
-            return tree_map(lambda x: FakeCuda(x) if type(x) is torch.Tensor and x.device.type == "cpu"
-                            else x, out)
+            return tree_map(lambda x: FakeCuda(x, str(dev_device)) if type(x) is torch.Tensor
+                            and x.device.type == "cpu" else x, out)
         return out
 
 
@@ -402,14 +415,16 @@ def installed(monkeypatch: Any, strict: bool = True) -> Iterator[Probe]:
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
 
     old_engine = _worker._engine
-    orig_run = _worker.Engine._run
+    orig_run = threading.Thread.run
 
-    def run_probed(self: Any) -> None:
+    def run_probed(self: threading.Thread) -> None:
+        if not self.name.startswith("gpulog"):
+            return orig_run(self)
         PROBE.local.strict = False
         with IndexProbe(), SyncProbe(strict=False):
             orig_run(self)
 
-    monkeypatch.setattr(_worker.Engine, "_run", run_probed)
+    monkeypatch.setattr(threading.Thread, "run", run_probed)
     monkeypatch.setattr(_worker, "_engine", None)
     PROBE.local.strict = strict
     try:

@@ -125,3 +125,134 @@ def test_first_calls_in_a_fresh_process_do_not_synchronise(tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+# -- what set_sync_debug_mode cannot see: a busy stream proves the calls did not wait ------------
+def _sleep_cycles_per_second() -> float:
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    end.synchronize()
+    return 10_000_000 / (start.elapsed_time(end) / 1000)
+
+
+def test_every_call_returns_while_the_stream_is_busy(tmp_path):
+    """Queue about a second of GPU work, then make every add_* call of the CPU sync-probe matrix
+    on CUDA tensors: the calls must return long before the GPU is done (any wait - event sync,
+    pinned allocation, .item(), a compile - would have to outlast the sleep)."""
+    from test_sync_probe import CASES
+    from gpulog._reduce import _backend
+    cases = [(name, case) for name, case in CASES if "embedding" not in name]
+    cuda = lambda t: t.cuda()  # noqa: E731
+    w = gpulog.SummaryWriter(str(tmp_path / "warm"))
+    for _, case in cases:  # first calls: caches, pinned pools, kernel compilation
+        case(w, cuda)
+    w.close()
+    _backend.wait_compiled()
+    inputs_ready = torch.cuda.Event()
+    cycles = int(_sleep_cycles_per_second())
+    w = gpulog.SummaryWriter(str(tmp_path / "busy"))
+    torch.cuda.synchronize()
+    inputs_ready.record()
+    torch.cuda._sleep(cycles)  # ~1 s
+    import time
+    t0 = time.perf_counter()
+    for _, case in cases:
+        case(w, cuda)
+    elapsed = time.perf_counter() - t0
+    still_busy = not torch.cuda.current_stream().query()
+    w.close()
+    assert still_busy, f"the stream drained during the calls ({elapsed:.3f} s): something waited"
+    assert elapsed < 0.5, f"{len(cases)} calls took {elapsed:.3f} s with a 1 s kernel queued"
+
+
+def test_tensor_from_another_stream_freed_after_the_call(tmp_path):
+    """Allocated on a producer stream, logged on the default stream, freed at once: record_stream
+    keeps its memory until gpulog's reads finished, so the histogram is the data's."""
+    producer = torch.cuda.Stream()
+    cycles = int(_sleep_cycles_per_second() * 0.3)
+    with torch.cuda.stream(producer):
+        x = torch.full((1 << 22,), 3.0, device="cuda")
+    torch.cuda.current_stream().wait_stream(producer)
+    w = gpulog.SummaryWriter(str(tmp_path))
+    torch.cuda._sleep(cycles)  # gpulog's kernels on this stream start late
+    w.add_histogram("h", x, 1)
+    w.add_scalar("s", x.sum(), 1)
+    del x
+    with torch.cuda.stream(producer):  # reuses the freed block at once unless it was recorded
+        y = torch.full((1 << 22,), -7.0, device="cuda")
+    torch.cuda.synchronize()
+    w.close()
+    del y
+    acc = accumulate(tmp_path)
+    h = acc.Histograms("h")[0].histogram_value
+    assert (h.min, h.max, h.num) == (3.0, 3.0, float(1 << 22))
+    assert acc.Scalars("s")[0].value == 3.0 * (1 << 22)
+
+
+def test_graph_capture_while_the_writer_is_busy(tmp_path):
+    """A CUDA graph captured (global error mode) on the training thread while the writer thread
+    has staged work in flight: the capture succeeds, the replays run, the logged values arrive."""
+    w = gpulog.SummaryWriter(str(tmp_path))
+    x = torch.randn(1 << 22, device="cuda")
+    static_in = torch.randn(1024, device="cuda")
+    cycles = int(_sleep_cycles_per_second() * 0.2)
+    for i in range(20):
+        torch.cuda._sleep(cycles // 20)
+        w.add_histogram("h", x, i)
+        w.add_scalar("s", x[i], i)
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        static_out = static_in * 2  # warm-up outside the capture
+        with torch.cuda.graph(g, stream=s):
+            static_out = static_in * 2
+    torch.cuda.current_stream().wait_stream(s)
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(static_out, static_in * 2)
+    w.close()
+    acc = accumulate(tmp_path)
+    assert len(acc.Histograms("h")) == 20 and len(acc.Scalars("s")) == 20
+
+
+def test_logging_during_capture_is_a_clear_error(tmp_path):
+    w = gpulog.SummaryWriter(str(tmp_path))
+    w.add_scalar("warm", torch.ones((), device="cuda"), 0)  # installs the capture gate
+    g = torch.cuda.CUDAGraph()
+    x = torch.ones(16, device="cuda")
+    with pytest.raises(RuntimeError, match="captured into a CUDA graph"):
+        with torch.cuda.graph(g):
+            w.add_histogram("h", x, 1)
+    w.add_scalar("after", torch.ones((), device="cuda"), 1)
+    w.close()
+    assert accumulate(tmp_path).Scalars("after")[0].value == 1.0
+
+
+def test_first_call_compile_stall_is_small(tmp_path, capsys):
+    """A fresh process: the first add_histogram of a CUDA tensor (Triton compiles in the
+    background) against the second; both timed and printed for RESULTS.md."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent(f"""
+        import time, torch, gpulog
+        from gpulog._reduce import _backend
+        w = gpulog.SummaryWriter({str(tmp_path)!r})
+        x = torch.randn(1 << 24, device="cuda"); torch.cuda.synchronize()
+        t0 = time.perf_counter(); w.add_histogram("h", x, 0); first = time.perf_counter() - t0
+        _backend.wait_compiled()
+        t0 = time.perf_counter(); w.add_histogram("h", x, 1); second = time.perf_counter() - t0
+        w.close()
+        print(f"first_call_s={{first:.4f}} second_call_s={{second:.6f}}")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    line = r.stdout.strip().splitlines()[-1]
+    with capsys.disabled():
+        print("\n[compile stall] " + line)
+    first = float(line.split()[0].split("=")[1])
+    assert first < 0.5, line

@@ -152,3 +152,257 @@ def _comparable(runs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
                             list(h.bucket_limit), list(h.bucket)) for step, h in events]
         out[run] = snap
     return out
+
+
+@pytest.mark.parametrize("name,case", CASES[::3], ids=[c[0] for c in CASES[::3]])
+def test_other_accelerators_log_the_same_values(tmp_path, monkeypatch, name, case):
+    """Tensors on a non-CUDA accelerator (here an 'xpu' stand-in) take the host path at the call:
+    the same values as CPU tensors, never a deferred failure on the writer thread."""
+    want = _run(tmp_path, "cpu", case, lambda t: t)
+    with syncprobe.installed(monkeypatch, strict=False):
+        with _no_skipped_warning():
+            got = _run(tmp_path, "xpu", case, lambda t: fake(t, "xpu"))
+    a, b = _comparable(run_snapshots(want)), _comparable(run_snapshots(got))
+    assert a.keys() == b.keys() and a
+    for run in a:
+        assert_same(a[run], b[run])
+    assert _files(want) == _files(got)
+
+
+@pytest.mark.parametrize("name,case", CASES, ids=[c[0] for c in CASES])
+def test_meta_tensors_are_rejected_at_the_call(tmp_path, name, case):
+    w = gpulog.SummaryWriter(str(tmp_path))
+    with pytest.raises(ValueError, match="meta"):
+        case(w, lambda t: torch.empty_like(t, device="meta"))
+    w.add_scalar("after", 1.0, 1)  # the writer keeps working
+    w.close()
+    assert run_snapshots(str(tmp_path))["."]["scalar/after"] == [(1, 1.0)]
+
+
+def _no_skipped_warning() -> Any:
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def check() -> Any:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            yield
+        bad = [str(w.message) for w in seen if "skipped" in str(w.message) or "failed" in str(w.message)]
+        assert not bad, bad
+    return check()
+
+
+def test_kernels_compile_off_the_training_thread(tmp_path, monkeypatch):
+    """The first call with a new specialisation is served by the torch reference while the kernel
+    is launched (compiled) on a background thread; later calls use the kernel."""
+    import sys
+    import threading
+    import types
+
+    from gpulog._reduce import _backend
+
+    calls = []
+
+    def fake_kernel(x):
+        calls.append(("kernel", threading.current_thread().name))
+        return x * 2
+
+    def reference(x):
+        calls.append(("reference", threading.current_thread().name))
+        return x * 2
+
+    mod = types.ModuleType("gpulog.kernels.probe_only")
+    mod.run = fake_kernel
+    monkeypatch.setitem(sys.modules, "gpulog.kernels.probe_only", mod)
+    monkeypatch.setattr(_backend, "_triton_available", lambda: True)
+    with syncprobe.installed(monkeypatch) as probe:
+        monkeypatch.setenv("GPULOG_BACKEND", "auto")
+        x = fake(torch.arange(32.0))
+        fn = _backend.kernel_or(x, "probe_only.run", reference)
+        first = fn(x)
+        _backend.wait_compiled()
+        second = fn(x)
+        third = fn(fake(torch.arange(33.0)))  # a new specialisation (size not a multiple of 16)
+        _backend.wait_compiled()
+        syncs = list(probe.syncs)
+    main = threading.current_thread().name
+    on_main = [kind for kind, thread in calls if thread == main]
+    elsewhere = [(kind, thread) for kind, thread in calls if thread != main]
+    assert on_main == ["reference", "kernel", "reference"]
+    assert [kind for kind, _ in elsewhere] == ["kernel", "kernel"]
+    assert all(thread.startswith("gpulog-compile") for _, thread in elsewhere)
+    assert torch.equal(first.elem, second.elem) and third.shape == (33,)
+    assert not syncs
+
+
+def test_writer_makes_no_cuda_call_while_a_graph_is_captured(tmp_path, monkeypatch):
+    """While any thread captures a CUDA graph (capture_error_mode='global' forbids other threads'
+    event queries and frees), the writer waits; it finishes the work once the capture ended."""
+    import threading
+    import time
+
+    from gpulog._transfer import GATE
+    with syncprobe.installed(monkeypatch) as probe:
+        w = gpulog.SummaryWriter(str(tmp_path))
+        GATE.install()
+        with GATE.lock:  # what the wrapped CUDAGraph.capture_begin does
+            GATE.capturing += 1
+        try:
+            w.add_histogram("h", fake(D["x"]), 1)  # another thread captures: this one may log
+            w.add_scalar("s", fake(D["s"]), 1)
+            probe.local.strict = False
+            flusher = threading.Thread(target=w.flush, name="gpulog-test-flush")  # probed
+            flusher.start()
+            time.sleep(0.5)
+            assert flusher.is_alive(), "the writer finished staged work during a capture"
+            assert all(n == 0 for _, n in probe.queries), probe.queries
+        finally:
+            with GATE.lock:
+                GATE.capturing -= 1
+        flusher.join(10)
+        assert not flusher.is_alive()
+        w.close()
+    snap = run_snapshots(str(tmp_path))["."]
+    assert snap["histo/h"][0][1].num == 5000 and snap["scalar/s"][0][1] == float(D["s"])
+
+
+def test_logging_on_a_capturing_stream_raises_at_the_call(tmp_path, monkeypatch):
+    from gpulog._transfer import GATE
+    with syncprobe.installed(monkeypatch):
+        w = gpulog.SummaryWriter(str(tmp_path))
+        GATE.install()
+        with syncprobe.capturing():
+            with GATE.lock:
+                GATE.capturing += 1
+            try:
+                for call in (lambda: w.add_scalar("s", fake(D["s"]), 1),
+                             lambda: w.add_histogram("h", fake(D["x"]), 1),
+                             lambda: w.add_image("i", fake(D["img"]), 1)):
+                    with pytest.raises(RuntimeError, match="captured into a CUDA graph"):
+                        call()
+            finally:
+                with GATE.lock:
+                    GATE.capturing -= 1
+        w.add_scalar("after", fake(D["s"]), 2)
+        syncprobe.PROBE.local.strict = False
+        w.close()
+    snap = run_snapshots(str(tmp_path))["."]
+    assert list(snap) == ["scalar/after"]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-standin"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_torch_fallback_histogram_matches_numpy(monkeypatch, device, dtype):
+    """``_tf_reduce_chunked`` (the CUDA path when Triton is missing, the CPU path without the
+    native extension) against numpy's histogram on torch's edges, exactly, over several chunks;
+    values sit on the edges and one float32 step either side of them."""
+    from gpulog._reduce import histogram as red
+    edges = red.tensorflow_edges()
+    e32 = torch.from_numpy(edges[::7].astype(np.float32))
+    near = torch.cat([e32, torch.nextafter(e32, torch.tensor(np.inf)), torch.nextafter(e32, torch.tensor(-np.inf))])
+    g = torch.Generator().manual_seed(11)
+    x = torch.cat([near, torch.randn(20000, generator=g) * 10, torch.tensor([0.0, -0.0, np.nan, np.inf, -np.inf])])
+    x = x.to(dtype)
+    monkeypatch.setattr(red, "CHUNK", 4096)
+    monkeypatch.setattr(red, "CUDA_CHUNK", 4096)
+    if device == "cpu":
+        counts, s, ss = red._tf_reduce_chunked(x, len(edges))
+    else:
+        with syncprobe.installed(monkeypatch) as probe:
+            counts, s, ss = red._tf_reduce_chunked(fake(x), len(edges))
+            counts, s, ss = counts.elem, s.elem, ss.elem
+            assert not probe.syncs
+    values = x.double().numpy()
+    finite = values[np.isfinite(values)]
+    want, _ = np.histogram(finite, bins=edges)
+    assert counts[1:len(edges)].tolist() == want.tolist()
+    assert int(counts.sum()) == x.numel()  # every value counted somewhere (outside bins included)
+    np.testing.assert_allclose(float(s), float(np.sum(values)), rtol=1e-12)
+    np.testing.assert_allclose(float(ss), float(np.dot(values, values)), rtol=1e-12)
+
+
+DIST_CASES: List[Tuple[str, Case]] = [
+    ("scalar", lambda w, T: [w.add_scalar("s", T(D["x"][i]), i) for i in range(5)]),
+    ("scalar-reduce-max", lambda w, T: w.add_scalar("s", T(D["s"]), 1, reduce="max")),
+    ("scalars", lambda w, T: w.add_scalars("m", {"a": T(D["s"]), "b": T(D["s"] * 2)}, 1)),
+    ("histogram", lambda w, T: w.add_histogram("h", T(D["x"]), 1)),
+    ("histogram-int-bins", lambda w, T: w.add_histogram("h", T(D["x"]), 1, bins=12)),
+    ("histogram-edges", lambda w, T: w.add_histogram("h", T(D["x"]), 1, bins=[-1.0, 0.0, 2.0])),
+    ("pr-curve", lambda w, T: w.add_pr_curve("pr", T(D["lab"]), T(D["pred"]), 1)),
+]
+
+
+@pytest.mark.parametrize("name,case", DIST_CASES, ids=[c[0] for c in DIST_CASES])
+def test_distributed_cuda_path_has_no_host_wait(tmp_path, monkeypatch, name, case):
+    """``distributed=True`` with an NCCL-like default group (one rank; NCCL's collectives are
+    stream-ordered, so the stand-in completes them at once): no host wait from the call to the
+    staged results, and the values of a single process."""
+    import torch.distributed as dist
+
+    class Done:
+        def wait(self, *a: Any, **k: Any) -> bool:
+            return True
+
+        def is_completed(self) -> bool:
+            return True
+
+    want = _run(tmp_path, "cpu", case, lambda t: t)
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        real_all_reduce = dist.all_reduce
+
+        device_collectives = []
+
+        def all_reduce(t, *args, **kwargs):
+            if isinstance(t, syncprobe.FakeCuda):  # one rank: the sum/max is the value itself
+                device_collectives.append(t.numel())
+                return Done() if kwargs.get("async_op") else None
+            return real_all_reduce(t, *args, **kwargs)
+
+        with syncprobe.installed(monkeypatch) as probe:
+            monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+            monkeypatch.setattr(dist, "all_reduce", all_reduce)
+            d = str(tmp_path / "cuda")
+            w = gpulog.SummaryWriter(d, distributed=True)
+            case(w, fake)
+            w.add_scalar("next_step", 0.0, 99)  # a later step: a sync point inside the loop
+            case(w, fake)
+            syncs = list(probe.syncs)
+            probe.local.strict = False
+            w.close()
+    finally:
+        dist.destroy_process_group()
+    assert not syncs, f"{len(syncs)} host waits; first:\n{syncs[0]}"
+    assert device_collectives, "the data collectives did not run on the (stand-in) device"
+    a, b = _comparable(run_snapshots(want)), _comparable(run_snapshots(d))
+    for run in a:
+        for tag, events in a[run].items():
+            assert b[run][tag][:len(events)] == events, tag
+
+
+def test_kernel_failing_to_compile_in_the_background_is_retired(monkeypatch):
+    import sys
+    import types
+
+    from gpulog._reduce import _backend
+
+    def broken(x):
+        raise RuntimeError("PassManager::run failed")
+
+    mod = types.ModuleType("gpulog.kernels.probe_broken")
+    mod.run = broken
+    monkeypatch.setitem(sys.modules, "gpulog.kernels.probe_broken", mod)
+    monkeypatch.setattr(_backend, "_triton_available", lambda: True)
+    monkeypatch.setattr(_backend, "_FAILED", {})
+    with syncprobe.installed(monkeypatch):
+        monkeypatch.setenv("GPULOG_BACKEND", "auto")
+        x = fake(torch.arange(16.0))
+        fn = _backend.kernel_or(x, "probe_broken.run", lambda t: t + 1)
+        with pytest.warns(RuntimeWarning, match="probe_broken.run failed to compile"):
+            first = fn(x)
+            _backend.wait_compiled()
+        assert "PassManager" in _backend._FAILED["probe_broken.run"]
+        assert torch.equal(fn(x).elem, first.elem)  # the reference from now on
+        assert _backend.kernel_or(x, "probe_broken.run", abs) is abs

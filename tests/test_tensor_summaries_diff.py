@@ -24,6 +24,7 @@ def compare(tmp_path, calls, rel_hist_sums=False):
         for k in a[run]:
             x, y = a[run][k], b[run][k]
             if k.startswith("histo/"):
+                assert len(x) == len(y), f"{k}: {len(x)} events != {len(y)}"
                 for (s1, h1), (s2, h2) in zip(x, y):
                     assert s1 == s2 and list(h1.bucket_limit) == list(h2.bucket_limit)
                     assert list(h1.bucket) == list(h2.bucket), k
@@ -176,6 +177,39 @@ def test_add_video_layout_as_torch(tmp_path, n):
     assert gif.format == "GIF" and gif.n_frames == 4 and gif.info["duration"] == 200
     with pytest.raises(ValueError, match="5 dimensions"):
         gpulog.SummaryWriter(tmp_path).add_video("v", torch.rand(3, 8, 6), 1)
+
+
+def _torch_video_pixels(v: torch.Tensor) -> np.ndarray:
+    """torch's writer up to the encoder (summary.video without moviepy): [T, H, W, C] uint8."""
+    from torch.utils.tensorboard import summary
+    t = summary._prepare_video(v.numpy())
+    scale = summary._calc_scale_factor(t)
+    return (t.astype(np.float32) * scale).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5])
+@pytest.mark.parametrize("dtype", ["float", "uint8"])
+def test_video_pixels_match_torch(tmp_path, n, dtype):
+    """The frames gpulog encodes are torch's pixels; with at most 256 colours (GIF's palette) the
+    decoded GIF gives them back exactly."""
+    from PIL import Image, ImageSequence
+    import io
+    from gpulog._reduce.video import frames_torch
+    g = torch.Generator().manual_seed(n)
+    v = torch.randint(0, 3, (n, 4, 3, 8, 6), generator=g).float() / 2  # 27 colours at most
+    if dtype == "uint8":
+        v = (v * 255).to(torch.uint8)
+    want = _torch_video_pixels(v)
+    assert np.array_equal(frames_torch(v)[0].numpy(), want)
+    smooth = torch.rand(n, 2, 3, 5, 7, generator=g)  # every value: the layout and scaling alone
+    assert np.array_equal(frames_torch(smooth)[0].numpy(), _torch_video_pixels(smooth))
+    with gpulog.SummaryWriter(tmp_path) as w:
+        w.add_video("v", v, 1, fps=5)
+    gif = Image.open(io.BytesIO(accumulate(tmp_path).Images("v")[0].encoded_image_string))
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+    assert len(frames) == want.shape[0]
+    for got, exp in zip(frames, want):
+        assert np.array_equal(got, exp[..., :3])
 
 
 def test_audio_matches_torch(tmp_path):

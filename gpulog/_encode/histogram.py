@@ -52,7 +52,25 @@ def histogram(tag: str, edges: np.ndarray, max_bins: Optional[int], counts: np.n
     return [m.summary_value(tag, histo=m.histogram_proto(mn, mx, num, s, ss, limits, bucket))]
 
 
+def histogram_with_edges(tag: str, max_bins: Optional[int], counts: np.ndarray, stats: np.ndarray,
+                         edges: np.ndarray) -> List[bytes]:
+    """Edges computed with the data (on the device, or by an estimator on the writer thread)."""
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.size < 2 or np.any(np.diff(edges) < 0) or not np.all(np.isfinite(edges)):
+        raise ValueError(f"add_histogram: the bin edges are not a finite, non-decreasing sequence "
+                         f"(NaN or infinite values need explicit edges): {edges[:6]}...")
+    return histogram(tag, edges, max_bins, counts, stats)
+
+
 def histogram_raw(tag: str, stats: Tuple[float, ...], bucket_limits: np.ndarray,
                   bucket_counts: np.ndarray) -> List[bytes]:
     mn, mx, num, s, ss = stats
     return [m.summary_value(tag, histo=m.histogram_proto(mn, mx, num, s, ss, bucket_limits, bucket_counts))]
+
+
+def histogram_raw_arrays(tag: str, mn: np.ndarray, mx: np.ndarray, num: np.ndarray, s: np.ndarray,
+                         ss: np.ndarray, bucket_limits: np.ndarray, bucket_counts: np.ndarray) -> List[bytes]:
+    """:func:`histogram_raw` from staged arrays (each statistic a one-element array)."""
+    stats = tuple(float(np.asarray(v).reshape(-1)[0]) for v in (mn, mx, num, s, ss))
+    return histogram_raw(tag, stats, np.asarray(bucket_limits, dtype=np.float64),
+                         np.asarray(bucket_counts, dtype=np.float64))

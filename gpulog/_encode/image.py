@@ -49,3 +49,9 @@ def image(tag: str, rescale: float, boxes: Optional[np.ndarray], labels: Optiona
           pixels: np.ndarray) -> List[bytes]:
     h, w, c = pixels.shape
     return [m.summary_value(tag, image=m.image(h, w, c, png(pixels, rescale, boxes, labels)))]
+
+
+def image_boxes_staged(tag: str, rescale: float, labels: Optional[Sequence[str]], pixels: np.ndarray,
+                       boxes: np.ndarray) -> List[bytes]:
+    """:func:`image` with boxes that were staged from the device beside the pixels."""
+    return image(tag, rescale, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels, pixels)

@@ -36,3 +36,8 @@ def from_buckets(tp_buckets: np.ndarray, fp_buckets: np.ndarray) -> np.ndarray:
 
 def pr_curve(tag: str, num_thresholds: int, tp_buckets: np.ndarray, fp_buckets: np.ndarray) -> List[bytes]:
     return pr_curve_raw(tag, from_buckets(tp_buckets, fp_buckets), num_thresholds)
+
+
+def pr_curve_raw_arrays(tag: str, num_thresholds: int, *rows: np.ndarray) -> List[bytes]:
+    """:func:`pr_curve_raw` from the six rows staged separately."""
+    return pr_curve_raw(tag, np.stack([np.asarray(r, dtype=np.float64) for r in rows]), num_thresholds)

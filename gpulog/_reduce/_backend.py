@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import threading
 import warnings
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
+import numpy as np
 import torch
 
 from .. import _transfer
@@ -84,29 +86,123 @@ def kernel_or(x: torch.Tensor, name: str, reference: F) -> F:
     A kernel that fails to compile or launch (a Triton, driver or GPU it was never built for, too
     little shared memory) is reported in one warning and replaced by ``reference`` for the rest of
     the process, so logging keeps working; ``GPULOG_BACKEND=triton`` raises instead.  Running out
-    of device memory is not a kernel failure and propagates.
+    of device memory is not a kernel failure and propagates.  Each new specialisation is compiled
+    on a background thread while ``reference`` serves the call (see below).
     """
     if not use_triton(x) or name in _FAILED:
         return reference
     module, _, attr = name.partition(".")
 
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"gpulog.kernels.{module}"), attr)(*args, **kwargs)
+
     def run(*args: Any, **kwargs: Any) -> Any:
         if name in _FAILED:
             return reference(*args, **kwargs)
+        key = _specialisation(name, args, kwargs)
+        if key not in _READY and backend() == "auto" and \
+                os.environ.get("GPULOG_COMPILE", "background") != "inline":
+            _warm_in_background(key, name, kernel, args, kwargs)
+            return reference(*args, **kwargs)
         try:
-            return getattr(importlib.import_module(f"gpulog.kernels.{module}"), attr)(*args, **kwargs)
+            return kernel(*args, **kwargs)
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as err:
-            if backend() == "triton":
-                raise
-            _FAILED[name] = f"{type(err).__name__}: {err}"
-            warnings.warn(f"gpulog: the Triton kernel {name} failed ({_FAILED[name][:500]}); using the "
-                          "torch path for it from now on (results are the same, only slower). "
-                          "Set GPULOG_BACKEND=torch to skip Triton, or =triton to make this an error.",
-                          RuntimeWarning, stacklevel=2)
+            _retire(name, err)
             return reference(*args, **kwargs)
     return run  # type: ignore[return-value]
+
+
+def _retire(name: str, err: BaseException) -> None:
+    if backend() == "triton":
+        raise err
+    _FAILED[name] = f"{type(err).__name__}: {err}"
+    warnings.warn(f"gpulog: the Triton kernel {name} failed ({_FAILED[name][:500]}); using the "
+                  "torch path for it from now on (results are the same, only slower). "
+                  "Set GPULOG_BACKEND=torch to skip Triton, or =triton to make this an error.",
+                  RuntimeWarning, stacklevel=3)
+
+
+# -- compilation off the training thread ----------------------------------------------------------
+# Triton compiles a kernel at its first launch for each specialisation (dtypes, and whether sizes
+# and pointers are multiples of 16): seconds on the caller's thread.  Instead, the first call with a
+# new specialisation runs the torch reference (same results) and starts a background thread that
+# launches the kernel once on the same inputs, on a private stream that waits for the caller's
+# stream; once that launch completed, later calls use the kernel.  Triton's on-disk cache makes
+# later processes load instead of compile.  GPULOG_COMPILE=inline (or GPULOG_BACKEND=triton, which
+# makes kernel failures errors) compiles on the caller's thread.
+_READY: set = set()
+_WARMING: Dict[Any, threading.Thread] = {}
+_WARM_LOCK = threading.Lock()
+_PRIVATE_STREAMS: Dict[Any, Any] = {}
+
+
+def _spec(a: Any) -> Any:
+    if isinstance(a, torch.Tensor):
+        n = a.numel()
+        return (a.dtype, str(a.device), n % 16 == 0, n == 1, a.is_contiguous())
+    if isinstance(a, bool) or a is None:
+        return a
+    if isinstance(a, int):
+        return (a == 1, a % 16 == 0)
+    if isinstance(a, np.ndarray):
+        return ("array", a.shape)
+    return type(a).__name__
+
+
+def _specialisation(name: str, args: Sequence[Any], kwargs: Dict[str, Any]) -> Tuple[Any, ...]:
+    return (name, *(_spec(a) for a in args), *((k, _spec(v)) for k, v in sorted(kwargs.items())))
+
+
+def _warm_in_background(key: Any, name: str, kernel: Callable[..., Any], args: Sequence[Any],
+                        kwargs: Dict[str, Any]) -> None:
+    with _WARM_LOCK:
+        if key in _WARMING or key in _READY:
+            return
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.is_cuda]
+        if not tensors:  # nothing on a device to launch with: compile at the next call
+            _READY.add(key)
+            return
+        device = tensors[0].device
+        stream = _PRIVATE_STREAMS.get(device)
+        if stream is None:
+            stream = _PRIVATE_STREAMS[device] = torch.cuda.Stream(device)
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(device))
+        _transfer.guard_inputs(tensors, stream)  # read there: keep them until it is done
+
+        def warm() -> None:
+            try:
+                _transfer.GATE.run(lambda: None)  # start outside a capture
+                with torch.cuda.stream(stream):
+                    stream.wait_event(ready)
+                    kernel(*args, **kwargs)
+                    done = torch.cuda.Event()
+                    done.record(stream)
+                _transfer.GATE.wait_event(done)
+                _READY.add(key)
+            except torch.cuda.OutOfMemoryError:
+                pass  # tried again at a later call
+            except Exception as err:  # noqa: BLE001 - reported once, the reference takes over
+                _FAILED[name] = f"{type(err).__name__}: {err}"
+                warnings.warn(f"gpulog: the Triton kernel {name} failed to compile or run "
+                              f"({_FAILED[name][:500]}); using the torch path for it from now on "
+                              "(results are the same, only slower).", RuntimeWarning)
+            finally:
+                with _WARM_LOCK:
+                    _WARMING.pop(key, None)
+
+        t = threading.Thread(target=warm, name=f"gpulog-compile-{name}", daemon=True)
+        _WARMING[key] = t
+        t.start()
+
+
+def wait_compiled(timeout: Optional[float] = None) -> None:
+    """Block until every background kernel compilation started so far has finished (tests,
+    benchmarks, or a warm-up step before timing)."""
+    for t in list(_WARMING.values()):
+        t.join(timeout)
 
 
 def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
@@ -120,6 +216,8 @@ def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
     ``snapshot=False`` only when ``x`` is already a private copy.
     """
     if _on_cuda(x):
+        _transfer.check_not_capturing("gpulog")
+        _transfer.guard_inputs(_flat(x), torch.cuda.current_stream())
         staged = _transfer.DeviceStaged(reduce(x))
         return Prepared(encode, tuple(args), staged.nbytes, staged)
     pooled: Tuple[torch.Tensor, ...] = ()
@@ -145,6 +243,10 @@ def _nbytes(x: Any) -> int:
     if isinstance(x, (tuple, list)):
         return sum(_nbytes(t) for t in x)
     return int(getattr(x, "nbytes", 0))
+
+
+def _flat(x: Any) -> Tuple[Any, ...]:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def _on_cuda(x: Any) -> bool:

@@ -24,7 +24,7 @@ def samples_torch(x: torch.Tensor) -> tuple:
 
 def prepare(tag: str, snd: Any, sample_rate: Any) -> Prepared:
     if isinstance(snd, torch.Tensor):
-        x = snd.detach()
+        x = _convert.local(snd.detach(), "snd_tensor")
     else:
         x = torch.from_numpy(np.array(_convert.to_numpy(snd, "snd_tensor")))
     x = x.squeeze()

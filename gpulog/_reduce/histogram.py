@@ -23,7 +23,7 @@ import torch
 
 from .. import _convert
 from .._encode import histogram as enc
-from .._transfer import Ready, to_device
+from .._transfer import DeviceStaged, Ready, Then, to_device
 from ._backend import Prepared, finish, kernel_or, native, threads
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
@@ -227,29 +227,58 @@ def int_edges(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.cat([y, hi.reshape(1)])
 
 
-def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
-    if isinstance(bins, str) and bins == "tensorflow":
-        return tensorflow_edges(), True
-    if isinstance(bins, str) or isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
-        if isinstance(bins, (int, np.integer)) and bins < 1:
+ESTIMATORS = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
+
+
+def _check_bins(bins: Any) -> str:
+    """The kind of ``bins``: 'tensorflow', 'int', 'estimator' or 'edges' (checked at the call)."""
+    if isinstance(bins, str):
+        if bins == "tensorflow":
+            return "tensorflow"
+        if bins not in ESTIMATORS:
+            raise ValueError(f"bins={bins!r} is not known: use 'tensorflow', an int, explicit edges, "
+                             f"or one of numpy's estimators {', '.join(ESTIMATORS)}")
+        return "estimator"
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
             raise ValueError(f"bins must be a positive int, got {bins}")
-        # numpy's estimators and int bins depend on the data (a host round trip for CUDA data).
-        data = x.detach().double().cpu().numpy()
-        try:
-            return np.histogram_bin_edges(data, bins=bins), False
-        except ValueError as err:
-            raise ValueError(f"add_histogram: cannot build bins={bins!r} for this data "
-                             f"(NaN or infinite values need explicit edges): {err}") from err
+        return "int"
+    return "edges"
+
+
+def _host_edges(bins: Any) -> np.ndarray:
     edges = np.asarray(_convert.to_numpy(bins, "bins"), dtype=np.float64).ravel()
+    _check_edges(edges)
+    return edges
+
+
+def _check_edges(edges: np.ndarray) -> None:
     if edges.size < 2 or np.any(np.diff(edges) < 0) or not np.all(np.isfinite(edges)):
         raise ValueError("bins as explicit edges must be a finite, non-decreasing sequence of at least "
                          f"2 values, got {edges.size} values")
-    return edges, False
+
+
+def _estimated_edges(data: np.ndarray, bins: Any) -> np.ndarray:
+    try:
+        return np.histogram_bin_edges(np.asarray(data, dtype=np.float64), bins=bins)
+    except ValueError as err:
+        raise ValueError(f"add_histogram: cannot build bins={bins!r} for this data "
+                         f"(NaN or infinite values need explicit edges): {err}") from err
+
+
+def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
+    """Host edges for host data (numpy's estimators and int bins read the data)."""
+    kind = _check_bins(bins)
+    if kind == "tensorflow":
+        return tensorflow_edges(), True
+    if kind in ("int", "estimator"):
+        return _estimated_edges(x.detach().double().numpy(), bins), False
+    return _host_edges(bins), False
 
 
 def _as_tensor(values: Any) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
-        t = values.detach()
+        t = _convert.local(values.detach(), "values")
     else:
         t = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(values, "values")))
     if t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
@@ -280,18 +309,16 @@ def check_max_bins(max_bins: Any) -> None:
 
 
 def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepared:
-    """Validate and start the reduction; only the counts cross to the host, never the data."""
+    """Validate and start the reduction; only the counts cross to the host, never the data
+    (except for numpy's estimator strings on CUDA data, see :func:`_prepare_cuda`)."""
     check_max_bins(max_bins)
     x = _as_tensor(values)
     if x.dtype == torch.bool:
         x = x.to(torch.uint8)
+    if x.is_cuda:
+        return _prepare_cuda(tag, x, bins, max_bins)
     edges, tensorflow = _edges_for(x, bins)
     args = (tag, edges, max_bins)
-    if x.is_cuda and tensorflow:
-        reducer = kernel_or(x, "histogram.reduce", reduce_torch)
-        return finish(enc.histogram, args, x, functools.partial(reducer, edges=edges, tensorflow=True))
-    if x.is_cuda:  # other bins on CUDA: building their edges already needed the data on the host
-        x = x.cpu()
     if tensorflow and x.dtype == torch.float32 and native() is not None:
         # One fused read of the data (GIL released, all of torch's threads: the caller waits
         # anyway) costs about what a snapshot copy would, and leaves only the counts to queue.
@@ -304,3 +331,49 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
         raise _nothing_to_count()
     # finish() clones x (the value at call time); the reduction then runs on the writer thread.
     return finish(enc.histogram, args, x, functools.partial(reduce_torch, edges=edges, tensorflow=tensorflow))
+
+
+def _prepare_cuda(tag: str, x: torch.Tensor, bins: Any, max_bins: Optional[int]) -> Prepared:
+    """CUDA data: every kind of ``bins`` queues device work and returns; nothing waits.
+
+    - 'tensorflow' and host edges: counts and stats on the device.
+    - int: the range (min, max) on the device, numpy's edges built there bit for bit
+      (:func:`int_edges`), counted there; the edges travel back with the counts.
+    - edges given as a CUDA tensor: counted against them on the device; their values are checked
+      on the writer thread (a bad sequence is reported there, with the tag, and skipped).
+    - numpy's estimators ('auto', 'fd', ...): their edges depend on quantiles of the data, so the
+      data itself is copied, asynchronously, into pinned memory and the estimator and the counts
+      run on the writer thread.  The caller still does not wait; the cost is one device-to-host
+      copy of the data (8 bytes per value for float64).
+    Data whose values are all NaN/inf, which the host path rejects at the call, is reported by
+    the writer (a warning naming the tag) and skipped: checking it here would read the device.
+    """
+    kind = _check_bins(bins)
+    if kind == "tensorflow":
+        edges = tensorflow_edges()
+        reducer = kernel_or(x, "histogram.reduce", reduce_torch)
+        return finish(enc.histogram, (tag, edges, max_bins), x,
+                      functools.partial(reducer, edges=edges, tensorflow=True))
+    if kind == "estimator":
+        staged = Then(DeviceStaged([x]), functools.partial(_estimate_and_count, bins=bins))
+        return Prepared(enc.histogram_with_edges, (tag, max_bins), staged.nbytes, staged)
+    if kind == "int":
+        mn, mx = _minmax(x)
+        dev_edges = int_edges(mn, mx, int(bins))
+    elif isinstance(bins, torch.Tensor) and bins.is_cuda:
+        if bins.numel() < 2:
+            raise ValueError(f"bins as explicit edges needs at least 2 values, got {bins.numel()}")
+        dev_edges = bins.detach().reshape(-1).to(torch.float64)
+    else:
+        edges = _host_edges(bins)
+        return finish(enc.histogram, (tag, edges, max_bins), x,
+                      functools.partial(reduce_torch, edges=edges, tensorflow=False))
+    return finish(enc.histogram_with_edges, (tag, max_bins), x,
+                  lambda t: (*reduce_torch(t, dev_edges, False), dev_edges))
+
+
+def _estimate_and_count(data: np.ndarray, bins: str) -> Tuple[Any, ...]:
+    """Writer thread: numpy's estimator edges, then the counts and stats, as the host path."""
+    edges = _estimated_edges(data, bins)
+    counts, stats = reduce_torch(torch.from_numpy(np.ascontiguousarray(data)), edges, False)
+    return counts, stats, edges

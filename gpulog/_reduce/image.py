@@ -16,6 +16,7 @@ import torch
 
 from .. import _convert
 from .._encode import image as enc
+from .._transfer import to_device
 from ._backend import Prepared, finish, kernel_or
 
 
@@ -68,7 +69,7 @@ def _reduce(x: torch.Tensor) -> tuple:
 
 def _tensor(img: Any, name: str = "img_tensor") -> torch.Tensor:
     if isinstance(img, torch.Tensor):
-        t = img.detach()
+        t = _convert.local(img.detach(), name)
     else:
         t = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(img, name)))
     if t.is_complex() or not (t.is_floating_point() or t.dtype in
@@ -93,11 +94,12 @@ def prepare_image_with_boxes(tag: str, img: Any, boxes: Any, rescale: float, dat
                              labels: Optional[List[str]]) -> Prepared:
     x = _tensor(img)
     fmt = check_format(x, dataformats, (2, 3))
-    b = _convert.to_numpy(boxes, "box_tensor")
-    if b.ndim == 1 and b.size == 4:
+    on_device = _convert.is_cuda_tensor(boxes)
+    b = boxes.detach() if on_device else _convert.to_numpy(boxes, "box_tensor")
+    if b.ndim == 1 and b.shape[0] == 4:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"box_tensor must have shape [N, 4] (x1, y1, x2, y2), got {b.shape}")
+        raise ValueError(f"box_tensor must have shape [N, 4] (x1, y1, x2, y2), got {tuple(b.shape)}")
     rescale = _convert.positive(rescale, "rescale")
     nchw = to_nchw(x, fmt)
     h, w = int(nchw.shape[-2]), int(nchw.shape[-1])
@@ -111,6 +113,12 @@ def prepare_image_with_boxes(tag: str, img: Any, boxes: Any, rescale: float, dat
             _convert.check_text(s, f"labels[{i}]")
         if len(labels) != len(b):
             labels = None  # torch drops labels whose count does not match the boxes
+    if on_device:
+        # Detector boxes live on the GPU: they travel with the pixels in the same staged copy
+        # (a CPU image goes up to the boxes' device, asynchronously, first).
+        nchw = to_device(nchw.contiguous(), boxes.device)
+        return finish(enc.image_boxes_staged, (tag, float(rescale), labels), (nchw, b),
+                      lambda t: (*_reduce(t[0]), t[1].to(torch.float64)))
     return finish(enc.image, (tag, float(rescale), np.array(b, dtype=np.float64), labels), nchw, _reduce)
 
 

@@ -23,7 +23,7 @@ def pack_torch(parts: List[torch.Tensor]) -> tuple:
 
 
 def _check(x: Any, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else \
+    t = _convert.local(x.detach(), name) if isinstance(x, torch.Tensor) else \
         torch.from_numpy(np.array(_convert.to_numpy(x, name)))
     if t.dim() != 3 or t.shape[2] != 3:
         raise ValueError(f"{name} must have shape [B, N, 3], got {tuple(t.shape)}")

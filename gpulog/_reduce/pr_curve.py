@@ -80,7 +80,7 @@ def _binary(labels: torch.Tensor) -> bool:
 
 def _tensor(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
-        return x.detach()
+        return _convert.local(x.detach(), name)
     return torch.from_numpy(np.array(_convert.to_numpy(x, name)))
 
 

@@ -4,26 +4,34 @@ Data contract: each call copies its one-element tensor into the next float64 slo
 buffer on the tensor's device, ordered on the caller's current stream (one small kernel; this
 snapshot fixes the value at call time even if the caller mutates or frees the tensor next).  A
 batch is *sealed* — one ``non_blocking`` copy of its filled slots into pinned memory, then one
-CUDA event — when it is full, or when the writer thread reaches its first item, whichever comes
-first.  Sealing from the writer thread is safe: the copy is queued on the same stream, after every
-slot write.  The writer waits on the event, never the caller.  Batches are kept per (device,
-stream), so values logged from several streams or devices stay right.
+CUDA event — on the caller's thread: when it is full, when it is older than ``MAX_AGE_S``, when
+the writer has asked for it (it reached one of its items), and at ``flush()``/``close()``.  The
+writer waits on the event, never the caller.  Only when the caller stays away for ``IDLE_S``
+after the writer asked does the writer seal the batch itself, under the capture gate (see
+``_transfer``), so it never queues work on a stream that is being captured.  Batches are kept per
+(device, stream), so values logged from several streams or devices stay right.
 
 The same code runs on CPU tensors (no pinned memory, no event), which is how it is unit-tested.
 """
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+from .._transfer import GATE, check_not_capturing, guard_inputs
+
 SLOTS = 256
+MAX_AGE_S = 0.05   # a batch older than this is sealed at the next call
+IDLE_S = 0.2       # the writer seals a requested batch itself after the caller was away this long
 
 
 class Batch:
-    __slots__ = ("device_buf", "used", "host", "event", "lock", "stream")
+    __slots__ = ("device_buf", "used", "host", "event", "lock", "stream", "born", "wanted",
+                 "sealed", "_values")
 
     def __init__(self, device: torch.device, stream: Any) -> None:
         self.device_buf = torch.empty(SLOTS, dtype=torch.float64, device=device)
@@ -32,10 +40,14 @@ class Batch:
         self.event: Any = None
         self.lock = threading.Lock()
         self.stream = stream
+        self.born = time.monotonic()
+        self.wanted = False
+        self.sealed = threading.Event()
+        self._values: Optional[np.ndarray] = None
 
     def seal_locked(self) -> None:
         """Queue the copy of the filled slots to the host (caller holds ``lock``)."""
-        if self.host is not None:
+        if self.sealed.is_set():
             return
         src = self.device_buf[: self.used]
         if src.is_cuda:
@@ -46,14 +58,31 @@ class Batch:
                 self.event.record(self.stream)
         else:
             self.host = src.clone()
+        self.sealed.set()
 
     def values(self) -> np.ndarray:
+        """Writer thread: the batch's values, once sealed and copied (idempotent)."""
+        if self._values is not None:
+            return self._values
+        if not self.sealed.is_set():
+            self.wanted = True  # the caller seals it at its next call
+            if not self.sealed.wait(IDLE_S):
+                GATE.run(self._seal_from_writer)
+        if self.event is not None:
+            GATE.wait_event(self.event)
+        assert self.host is not None
+        self._values = GATE.run(self._release)
+        return self._values
+
+    def _seal_from_writer(self) -> None:
         with self.lock:
             self.seal_locked()
-        if self.event is not None:
-            self.event.synchronize()
+
+    def _release(self) -> np.ndarray:
         assert self.host is not None
-        return self.host.numpy()
+        values = np.array(self.host.numpy())
+        self.host = self.device_buf = None  # type: ignore[assignment]
+        return values
 
 
 class SlotRef:
@@ -81,21 +110,41 @@ class Coalescer:
                              f"{tuple(value.shape)}; reduce it first (e.g. .mean())")
         if value.is_complex():
             raise TypeError(f"scalar_value must be real, got a {value.dtype} tensor")
-        stream = torch.cuda.current_stream(value.device) if value.is_cuda else None
+        stream = None
+        if value.is_cuda:
+            check_not_capturing("add_scalar")
+            GATE.install()
+            stream = torch.cuda.current_stream(value.device)
+            guard_inputs((value,), stream)
         key = (value.device, None if stream is None else stream.cuda_stream)
         with self._lock:
             batch = self._open.get(key)
-            if batch is None or batch.host is not None or batch.used == SLOTS:
+            if batch is None or batch.sealed.is_set():
                 batch = self._open[key] = Batch(value.device, stream)
             with batch.lock:
-                if batch.host is not None:  # sealed by the writer between the two locks
+                if batch.sealed.is_set():  # sealed by the writer between the two locks
                     batch = self._open[key] = Batch(value.device, stream)
                 index = batch.used
                 batch.device_buf[index].copy_(value.detach().reshape(()))
                 batch.used += 1
-                if batch.used == SLOTS:
+                if batch.used == SLOTS or batch.wanted or time.monotonic() - batch.born > MAX_AGE_S:
                     batch.seal_locked()
         return SlotRef(batch, index)
+
+    def seal_all(self) -> None:
+        """Seal every open batch (the caller's thread, at flush/close)."""
+        with self._lock:
+            batches = list(self._open.values())
+        for batch in batches:
+            with batch.lock:
+                if batch.used:
+                    batch.seal_locked()
+
+
+def seal_all() -> None:
+    """At ``flush()``/``close()``: hand every value logged so far to the writer."""
+    if _coalescer is not None:
+        _coalescer.seal_all()
 
 
 _coalescer: Optional[Coalescer] = None

@@ -32,7 +32,7 @@ def frames_torch(v: torch.Tensor) -> tuple:
 
 def prepare(tag: str, vid: Any, fps: Any) -> Prepared:
     if isinstance(vid, torch.Tensor):
-        v = vid.detach()
+        v = _convert.local(vid.detach(), "vid_tensor")
     else:
         v = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(vid, "vid_tensor")))
     if v.dim() != 5:

@@ -201,6 +201,7 @@ def test_failing_kernel_falls_back_to_the_reference_once(monkeypatch):
     from gpulog._reduce import _backend
     monkeypatch.setattr(_backend, "use_triton", lambda x: True)
     monkeypatch.setattr(_backend, "_FAILED", {})
+    monkeypatch.setenv("GPULOG_COMPILE", "inline")  # background compilation: test_sync_probe.py
     calls = []
 
     def broken(*args, **kwargs):
