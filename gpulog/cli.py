@@ -42,7 +42,7 @@ def inspect_rows(logdir: str) -> List[Tuple[str, str, str, object, object, objec
         for f in files:
             for ev in iter_events(f, check_crc=True):
                 if ev.has_graph:
-                    seen(("(graph)", "graph"), ev.step, "")
+                    seen(("(graph)", "graph"), ev.step, _graph_value(ev.graph_def))
                 if ev.run_metadata_tag:
                     seen((f"(run metadata) {ev.run_metadata_tag}", "run_metadata"), ev.step, "")
                 for v in ev.values:
@@ -50,6 +50,18 @@ def inspect_rows(logdir: str) -> List[Tuple[str, str, str, object, object, objec
         for (tag, kind), (count, step, value) in sorted(tags.items()):
             rows.append((run, tag, kind, count, step, value))  # type: ignore[arg-type]
     return rows
+
+
+def _graph_value(data: bytes) -> str:
+    """``<n> nodes`` of a GraphDef, read with gpulog's GraphDef class (checks it parses)."""
+    if not data:
+        return ""
+    from google.protobuf.message import DecodeError
+    from ._proto.graph import message
+    try:
+        return f"{len(message('GraphDef').FromString(data).node)} nodes"
+    except DecodeError:
+        return "unreadable GraphDef"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -456,6 +456,41 @@ class SummaryWriter:
             self._projector = embedding.ProjectorConfig()
         fw.submit_call(embedding.write, (fw.get_logdir(), job, self._projector), job.nbytes)
 
+    # -- graphs --------------------------------------------------------------------------------
+    def add_graph(self, model: Any, input_to_model: Any = None, verbose: bool = False,
+                  use_strict_trace: bool = True, *, method: str = "auto") -> None:
+        """The model's graph for TensorBoard's Graphs tab, as torch writes it.
+
+        ``method``: ``"jit"`` (``torch.jit.trace``, torch's own graph: same node names, ops,
+        attributes and shapes), ``"export"`` (``torch.export``: ATen ops with shapes and dtypes)
+        or ``"fx"`` (``torch.fx.symbolic_trace`` with propagated shapes); ``"auto"`` tries them in
+        that order, so models TorchScript cannot trace still get a graph.  The model runs once,
+        in eval mode (restored after), at the call; the ``GraphDef`` is encoded on the writer
+        thread.  Tracing errors raise ``RuntimeError`` naming each method's failure.
+        """
+        from ._encode import graph as enc_graph
+        from ._reduce import graph as red_graph
+        wall = time.time()
+        graph = red_graph.build(model, input_to_model, verbose, use_strict_trace, method)
+        if self._skip_non_writer():
+            return
+        fw = self._get_file_writer()
+        fw.submit_multi(enc_graph.graph_events, (fw._live_sink(), wall, graph.nodes), _NO_ARRAYS)
+
+    def add_onnx_graph(self, prototxt: Any) -> None:
+        """An ONNX model file's graph (needs the ``onnx`` package), as torch writes it."""
+        try:
+            import onnx
+        except ImportError as err:
+            raise ImportError("add_onnx_graph needs the onnx package: pip install onnx") from err
+        from ._encode import graph as enc_graph
+        wall = time.time()
+        graph = enc_graph.onnx_graph_def(onnx.load(prototxt))  # read at the call: the file may change
+        if self._skip_non_writer():
+            return
+        fw = self._get_file_writer()
+        fw.submit_multi(enc_graph.onnx_graph_events, (fw._live_sink(), wall, graph), _NO_ARRAYS)
+
     def _submit_prepared(self, tag: str, global_step: Any, walltime: Any, prepare: Any) -> None:
         tag = _convert.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
@@ -516,6 +551,17 @@ def _check_sub_run(name: Any, what: str) -> str:
         raise ValueError(f"{what} {name!r} must name a sub-run inside the log dir: no path separator, "
                          "no '..', not absolute (use '_' instead of '/')")
     return name
+
+
+class _NoArrays:
+    """A staged result with no arrays (items whose data is all in their arguments)."""
+
+    @staticmethod
+    def result() -> tuple:
+        return ()
+
+
+_NO_ARRAYS = _NoArrays()
 
 
 def _constant(values: List[bytes]) -> List[bytes]:

@@ -123,6 +123,7 @@ class Event:
     has_summary: bool = False
     has_graph: bool = False            # graph_def (4) or meta_graph_def (9)
     run_metadata_tag: str = ""         # tagged_run_metadata (8)
+    graph_def: bytes = b""             # graph_def (4), serialized GraphDef
 
 
 def _double(raw: Raw) -> float:
@@ -223,6 +224,8 @@ def parse_event(buf: bytes) -> Event:
     if 7 in f:
         ev.session_log_status = int(_first(fields(f[7][-1]), 1))  # type: ignore[arg-type]
     ev.has_graph = 4 in f or 9 in f
+    if 4 in f:
+        ev.graph_def = bytes(f[4][-1])  # type: ignore[arg-type]
     if 8 in f:
         ev.run_metadata_tag = bytes(_first(fields(f[8][-1]), 1, b"")).decode("utf-8", "replace")  # type: ignore[arg-type]
     if 5 in f:

@@ -1,0 +1,115 @@
+"""Run a real framework's TensorBoard logging on a tiny CPU model, through torch's writer or
+(``--gpulog``) through gpulog via ``gpulog.patch()``; used by test_frameworks.py in subprocesses
+so each run imports the framework fresh.
+
+    python framework_run.py lightning|hf|ignite LOGDIR [--gpulog]
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+framework, logdir = sys.argv[1], sys.argv[2]
+if "--gpulog" in sys.argv:
+    import gpulog
+    gpulog.patch()
+torch.manual_seed(0)
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 8)
+        self.act = torch.nn.ReLU()
+        self.fc2 = torch.nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+X = torch.randn(64, 4)
+Y = X.sum(dim=1, keepdim=True)
+
+
+def lightning() -> None:
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Tiny()
+            self.example_input_array = torch.randn(2, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=8)
+    logger = TensorBoardLogger(logdir, name="", version="run", log_graph=True)
+    trainer = L.Trainer(max_epochs=2, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                        devices=1)
+    trainer.fit(Module(), data)
+    print("writer:", type(logger.experiment).__module__)
+
+
+def hf() -> None:
+    from transformers import Trainer, TrainingArguments
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Tiny()
+
+        def forward(self, x=None, labels=None):
+            out = self.net(x)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(X)
+
+        def __getitem__(self, i: int):
+            return {"x": X[i], "labels": Y[i]}
+
+    import os
+    os.environ["TENSORBOARD_LOGGING_DIR"] = logdir  # transformers 5 (logging_dir= before)
+    import inspect
+    old = {"logging_dir": logdir} if "logging_dir" in inspect.signature(TrainingArguments).parameters else {}
+    args = TrainingArguments(output_dir=logdir + "/out", report_to=["tensorboard"], **old,
+                             logging_steps=1, max_steps=6, per_device_train_batch_size=8,
+                             use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0,
+                             dataloader_num_workers=0)
+    trainer = Trainer(model=Model(), args=args, train_dataset=Data())
+    trainer.train()
+    cb = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TensorBoardCallback"]
+    print("writer:", cb[0]._SummaryWriter.__module__)
+
+
+def ignite() -> None:
+    from ignite.engine import Events, create_supervised_trainer
+    from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = create_supervised_trainer(model, opt, torch.nn.functional.mse_loss)
+    tb = TensorboardLogger(log_dir=logdir)
+    tb.attach(trainer, log_handler=OutputHandler(tag="training", output_transform=lambda loss: {"loss": loss}),
+              event_name=Events.ITERATION_COMPLETED)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=8)
+    trainer.run(data, max_epochs=2)
+    tb.close()
+    print("writer:", type(tb.writer).__module__)
+
+
+{"lightning": lightning, "hf": hf, "ignite": ignite}[framework]()

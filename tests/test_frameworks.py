@@ -1,0 +1,64 @@
+"""Real frameworks on tiny CPU models, logging through torch's writer and through gpulog
+(``gpulog.patch()``): the logs read back the same in TensorBoard, graphs included."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tbcompare import accumulate, assert_same, run_snapshots
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Values that measure the run's own speed differ between any two runs.
+TIMING = ("train_runtime", "samples_per_second", "steps_per_second")
+
+
+def _run(tmp_path, framework: str, gpulog: bool) -> str:
+    cwd = tmp_path / ("gpulog" if gpulog else "torch")
+    cwd.mkdir()
+    cmd = [sys.executable, os.path.join(HERE, "framework_run.py"), framework, "logs"]
+    env = dict(os.environ, PYTHONPATH=HERE, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env.pop("GPULOG_PATCH", None)
+    r = subprocess.run(cmd + (["--gpulog"] if gpulog else []), cwd=cwd, capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    writer = [line for line in r.stdout.splitlines() if line.startswith("writer:")][-1]
+    assert ("gpulog" in writer) == gpulog, writer
+    return str(cwd / "logs")
+
+
+def _same_logs(want: str, got: str) -> None:
+    a, b = run_snapshots(want), run_snapshots(got)
+    assert a.keys() == b.keys() and a
+    for run in a:
+        x = {k: v for k, v in a[run].items() if not k.endswith(TIMING)}
+        y = {k: v for k, v in b[run].items() if not k.endswith(TIMING)}
+        assert_same(x, y)
+        assert a[run].keys() == b[run].keys()
+
+
+def _installed(name: str) -> None:
+    pytest.importorskip(name)
+
+
+def test_lightning_with_log_graph(tmp_path):
+    _installed("lightning")
+    want, got = _run(tmp_path, "lightning", False), _run(tmp_path, "lightning", True)
+    _same_logs(want, got)
+    ga, gb = accumulate(os.path.join(want, "run")).Graph(), accumulate(os.path.join(got, "run")).Graph()
+    assert len(ga.node) > 5 and ga == gb  # Lightning's log_graph=True: torch's graph, node for node
+
+
+def test_hf_trainer_report_to_tensorboard(tmp_path):
+    _installed("transformers")
+    _installed("accelerate")
+    _same_logs(_run(tmp_path, "hf", False), _run(tmp_path, "hf", True))
+
+
+def test_ignite_with_tensorboardx_installed(tmp_path):
+    """ignite's TensorboardLogger prefers tensorboardX when it is installed: patch() covers it."""
+    _installed("ignite")
+    _installed("tensorboardX")
+    _same_logs(_run(tmp_path, "ignite", False), _run(tmp_path, "ignite", True))
