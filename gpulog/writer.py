@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
+import weakref
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Union, cast
 
@@ -25,6 +27,7 @@ from ._encode import text as enc_text
 from .file_writer import INT64_MAX, INT64_MIN, FileWriter, to_step, to_walltime
 
 Number = Union[int, float]
+LIVE_WRITERS: "weakref.WeakValueDictionary[int, SummaryWriter]" = weakref.WeakValueDictionary()
 _FLOAT_MAX = 1.7976931348623157e308
 
 
@@ -58,6 +61,9 @@ class SummaryWriter:
         self.all_writers: Optional[Dict[str, FileWriter]] = None
         self._dist: Any = None
         self._exit_hook: Any = None
+        # A constant that graphs compiled around add_* carry to find this writer at run time.
+        self._writer_id = id(self)
+        LIVE_WRITERS[self._writer_id] = self
         if distributed:
             from .distributed import RankContext
             self._dist = RankContext(distributed_sync_secs, distributed_timeout, self._submit_reduced)
@@ -111,7 +117,13 @@ class SummaryWriter:
     def add_scalar(self, tag: str, scalar_value: Any, global_step: Optional[int] = None,
                    walltime: Optional[float] = None, new_style: bool = False,
                    double_precision: bool = False, *, reduce: Optional[str] = "mean") -> None:
-        """Log one number.  A CUDA tensor is copied asynchronously (no device sync)."""
+        """Log one number.  A CUDA tensor is copied asynchronously (no device sync).  Inside
+        ``torch.compile`` (and CUDA graphs) this is one opaque op: README, "Logging in compiled
+        steps"."""
+        if _compiling():
+            from . import _compiled
+            return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
+                                        double_precision)
         if type(tag) is not str or not tag.isascii():
             tag = _convert.check_tag(tag)
         if global_step is not None and (type(global_step) is not int
@@ -365,6 +377,9 @@ class SummaryWriter:
         For CUDA ``values`` nothing waits for the device, whatever ``bins`` is; numpy's estimator
         strings ('auto', 'fd', ...) need the data's quantiles, so with those the data is copied
         asynchronously to the host and binned on the writer thread (README: "CUDA tensors")."""
+        if _compiling():
+            from . import _compiled
+            return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         from ._reduce import histogram as red
         tag = _convert.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
@@ -505,6 +520,7 @@ class SummaryWriter:
     # -- lifecycle -----------------------------------------------------------------------------
     def flush(self) -> None:
         """Barrier: when it returns, everything logged before is in the event files."""
+        self._drain_compiled()
         if self._dist is not None:
             self._dist.sync(final=True)
         for fw in list((self.all_writers or {}).values()):
@@ -515,6 +531,7 @@ class SummaryWriter:
 
         A later ``add_*`` opens a new event file, as torch's writer does.
         """
+        self._drain_compiled()
         if self._sampler is not None:
             self._sampler.stop()
             self._sampler = None
@@ -535,6 +552,12 @@ class SummaryWriter:
         if errors:
             raise errors[0]
 
+    def _drain_compiled(self) -> None:
+        """Values logged inside compiled steps (device rings) join the queue first."""
+        compiled = sys.modules.get("gpulog._compiled")
+        if compiled is not None:
+            compiled.drain(self._writer_id, wait=True)
+
     def __enter__(self) -> "SummaryWriter":
         return self
 
@@ -551,6 +574,12 @@ def _check_sub_run(name: Any, what: str) -> str:
         raise ValueError(f"{what} {name!r} must name a sub-run inside the log dir: no path separator, "
                          "no '..', not absolute (use '_' instead of '/')")
     return name
+
+
+def _compiling() -> bool:
+    """True while dynamo traces the caller (torch is loaded by then; never imported here)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
 
 
 class _NoArrays:

@@ -1,0 +1,307 @@
+"""Logging from inside ``torch.compile(fullgraph=True)`` steps and CUDA graphs.
+
+Inside a compiled region ``add_scalar`` and ``add_histogram`` become one opaque custom op each
+(``torch.ops.gpulog.log_scalar`` / ``log_histogram``): dynamo and inductor keep them in the graph
+(they are registered as ordered side effects, so nothing removes or reorders them) and never trace
+gpulog's Python.  The tag, the writer and the options are constant arguments of the op; the step
+is a tensor argument (or gpulog's counter), so a new step never recompiles.
+
+Each execution of the op is device work only: the value (or the histogram's counts and stats,
+reduced where the data lives) and the step are written into the next slot of a per-(writer, tag)
+**ring** on the value's device, and the ring's counter is incremented, all on the current stream.
+That is exactly what a CUDA graph can capture and replay: every replay writes its own slot.
+
+A pump thread (``gpulog-ring``, started with the first ring) picks up new slots every
+``POLL_S``: on CUDA it copies the counter, the ring and the counter again into pinned memory on a
+private stream, under the capture gate (``_transfer.GATE``: never while a graph is being
+captured), and waits on an event by polling; nothing is queued on the training streams and the
+training thread never waits.  Slots the ring overwrote before they were read (more than
+``RING_SLOTS`` executions between two pick-ups) are counted and reported in a warning, never
+silently lost.  Picked-up values enter the ordinary pipeline (``FileWriter.submit`` → hand-off →
+writer thread → encode), with the wall time of their pick-up.  ``flush()``/``close()`` drain the
+rings first (waiting for the device: they are barriers).
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import _transfer
+from ._encode import histogram as enc_histogram
+from ._encode import scalar as enc_scalar
+
+RING_SLOTS = 1024      # executions a ring holds between two pick-ups
+POLL_S = 0.1
+
+from .writer import LIVE_WRITERS as _WRITERS  # noqa: E402
+
+
+def add_scalar(writer: Any, tag: str, value: Any, global_step: Any, walltime: Any, new_style: bool,
+               double_precision: bool) -> None:
+    """``SummaryWriter.add_scalar`` while dynamo traces: checks (at trace time) and one op."""
+    _check(tag, value, walltime, "scalar_value")
+    if value.numel() != 1:
+        raise ValueError(f"scalar_value must hold exactly one element, got shape {tuple(value.shape)}")
+    torch.ops.gpulog.log_scalar(value, _step(global_step, value), tag, _writer_id(writer),
+                                bool(new_style), bool(double_precision))
+
+
+def add_histogram(writer: Any, tag: str, values: Any, global_step: Any, bins: Any, walltime: Any,
+                  max_bins: Any) -> None:
+    """``SummaryWriter.add_histogram`` while dynamo traces ('tensorflow' bins only)."""
+    _check(tag, values, walltime, "values")
+    if not (isinstance(bins, str) and bins == "tensorflow"):
+        raise ValueError(f"add_histogram inside a compiled step supports bins='tensorflow' only, got "
+                         f"bins={bins!r}: other bins depend on the data (log them outside the step)")
+    torch.ops.gpulog.log_histogram(values, _step(global_step, values), tag, _writer_id(writer),
+                                   max_bins)
+
+
+def _check(tag: Any, value: Any, walltime: Any, name: str) -> None:
+    if not isinstance(tag, str):
+        raise TypeError(f"tag must be a str, got {type(tag).__name__}")
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor inside a compiled step, got {type(value).__name__}")
+    if walltime is not None:
+        raise ValueError("walltime cannot be given inside a compiled step: values logged there get "
+                         "the time they are picked up (within 0.1 s)")
+
+
+def _step(global_step: Any, value: torch.Tensor) -> Optional[torch.Tensor]:
+    """A step tensor on ``value``'s device, or None (gpulog's counter: 0, 1, 2, ... per tag)."""
+    if global_step is None:
+        return None
+    if isinstance(global_step, torch.Tensor):
+        if global_step.device != value.device:
+            raise ValueError(f"global_step is on {global_step.device} but the value on {value.device}; "
+                             "keep the step tensor on the value's device (a CUDA graph cannot read "
+                             "host memory)")
+        return global_step
+    # A Python int: a fill kernel, no host-to-device copy (dynamo makes the int dynamic after its
+    # first change, so a new step does not recompile).
+    return torch.full((), global_step, dtype=torch.int64, device=value.device)
+
+
+def _writer_id(writer: Any) -> int:
+    return int(writer._writer_id)  # registered in LIVE_WRITERS at construction
+
+
+# -- rings ---------------------------------------------------------------------------------------
+class Ring:
+    """Slots of one (writer, tag, kind) on one device; written by the op, read by the pump."""
+
+    def __init__(self, writer_id: int, tag: str, kind: str, device: torch.device, width: int,
+                 options: Tuple[Any, ...]) -> None:
+        self.writer_id, self.tag, self.kind, self.options = writer_id, tag, kind, options
+        self.device = device
+        n = RING_SLOTS
+        self.values = torch.zeros(n, width, dtype=torch.float64, device=device)
+        self.steps = torch.zeros(n, dtype=torch.int64, device=device)
+        self.count = torch.zeros(1, dtype=torch.int64, device=device)
+        self.read = 0            # executions already picked up
+        self.dropped = 0
+        self.lock = threading.Lock()  # CPU rings: the op and the pump never interleave
+
+    def write(self, payload: torch.Tensor, step: Optional[torch.Tensor]) -> None:
+        """Device work only: slot ``count % n`` ← payload and step; ``count += 1``."""
+        slot = torch.remainder(self.count, RING_SLOTS)
+        step_value = self.count if step is None else step.reshape(1).to(torch.int64)
+        with self.lock if self.device.type == "cpu" else _nullcontext():
+            self.values.index_copy_(0, slot, payload.reshape(1, -1).to(torch.float64))
+            self.steps.index_copy_(0, slot, step_value)
+            self.count.add_(1)
+
+    def snapshot(self, wait: bool) -> Optional[Tuple[int, np.ndarray, np.ndarray, int]]:
+        """(count before, values, steps, count after) on the host, or None if a capture was in
+        progress (CUDA, ``wait=False``)."""
+        if self.device.type != "cuda":
+            with self.lock:
+                c = int(self.count[0])
+                return c, self.values.numpy().copy(), self.steps.numpy().copy(), c
+        stream = _pump_stream(self.device)
+
+        def copy() -> Any:
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                    for t in (self.count, self.values, self.steps, self.count)]
+            with torch.cuda.stream(stream):
+                for h, d in zip(host, (self.count, self.values, self.steps, self.count)):
+                    h.copy_(d, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(stream)
+            return host, done
+
+        if not wait and _transfer.GATE.capturing:
+            return None
+        host, done = _transfer.GATE.run(copy)
+        _transfer.GATE.wait_event(done)
+        c1, values, steps, c2 = (h.numpy().copy() for h in host)
+        return int(c1[0]), values, steps, int(c2[0])
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_RINGS: Dict[Tuple[int, str, str, str], Ring] = {}
+_RINGS_LOCK = threading.Lock()
+_STREAMS: Dict[torch.device, Any] = {}
+
+
+def _pump_stream(device: torch.device) -> Any:
+    s = _STREAMS.get(device)
+    if s is None:
+        s = _STREAMS[device] = _transfer.GATE.run(lambda: torch.cuda.Stream(device))
+    return s
+
+
+def _ring(writer_id: int, tag: str, kind: str, device: torch.device, width: int,
+          options: Tuple[Any, ...]) -> Ring:
+    key = (writer_id, tag, kind, str(device))
+    ring = _RINGS.get(key)
+    if ring is None:
+        with _RINGS_LOCK:
+            ring = _RINGS.get(key)
+            if ring is None:
+                ring = _RINGS[key] = Ring(writer_id, tag, kind, device, width, options)
+                _start_pump()
+    return ring
+
+
+# -- the ops -------------------------------------------------------------------------------------
+@torch.library.custom_op("gpulog::log_scalar", mutates_args=())
+def log_scalar(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
+               new_style: bool, double_precision: bool) -> None:
+    """One execution's scalar into the ring of (writer, tag) on ``value``'s device."""
+    ring = _ring(writer_id, tag, "scalar", value.device, 1, (new_style, double_precision))
+    ring.write(value.detach().reshape(1), step)
+
+
+@log_scalar.register_fake
+def _log_scalar_fake(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
+                     new_style: bool, double_precision: bool) -> None:
+    return None
+
+
+@torch.library.custom_op("gpulog::log_histogram", mutates_args=())
+def log_histogram(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
+                  max_bins: Optional[int]) -> None:
+    """One execution's histogram ('tensorflow' bins): counts and [min, max, num, sum, sum_sq],
+    reduced where ``values`` lives, into the ring of (writer, tag)."""
+    from ._reduce import histogram as red
+    edges = red.tensorflow_edges()
+    x = values.detach().reshape(-1)
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    # During a capture: the torch reference (no background compilation, no new cell-table upload).
+    counts, stats = (red.reduce_torch if capturing else red.reduce)(x, edges, True)
+    ring = _ring(writer_id, tag, "histogram", x.device, len(edges) - 1 + 5, (edges, max_bins))
+    ring.write(torch.cat([counts.to(torch.float64), stats.to(torch.float64)]), step)
+
+
+@log_histogram.register_fake
+def _log_histogram_fake(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
+                        max_bins: Optional[int]) -> None:
+    return None
+
+
+def _effectful() -> None:
+    """Ordered side effects: kept, and kept in program order, by functionalization and inductor."""
+    try:
+        from torch._higher_order_ops.effects import _EffectType, _register_effectful_op
+    except ImportError:  # older torch: the ops are still called, dynamo keeps None-returning calls
+        return
+    for op in (torch.ops.gpulog.log_scalar.default, torch.ops.gpulog.log_histogram.default):
+        _register_effectful_op(op, _EffectType.ORDERED)
+
+
+_effectful()
+
+
+# -- pick-up ---------------------------------------------------------------------------------------
+def drain(writer_id: Optional[int] = None, wait: bool = True) -> None:
+    """Move every new slot of the rings (of one writer, or all) into the writer pipeline."""
+    for key, ring in list(_RINGS.items()):
+        if writer_id is not None and key[0] != writer_id:
+            continue
+        writer = _WRITERS.get(ring.writer_id)
+        if writer is None:
+            _RINGS.pop(key, None)
+            continue
+        snap = ring.snapshot(wait)
+        if snap is None:
+            continue
+        c1, values, steps, c2 = snap
+        oldest = max(ring.read, c2 - RING_SLOTS)
+        if oldest > ring.read:
+            ring.dropped += oldest - ring.read
+            warnings.warn(f"gpulog: {oldest - ring.read} executions of {ring.kind} {ring.tag!r} were "
+                          f"overwritten in its ring of {RING_SLOTS} slots before they were picked up "
+                          f"({ring.dropped} so far); log less often or raise "
+                          "gpulog._compiled.RING_SLOTS before the first compiled call",
+                          RuntimeWarning, stacklevel=2)
+        wall = time.time()
+        for i in range(oldest, c1):
+            slot = i % RING_SLOTS
+            _submit(writer, ring, values[slot], int(steps[slot]), wall)
+        ring.read = max(ring.read, c1)
+
+
+def _submit(writer: Any, ring: Ring, payload: np.ndarray, step: int, wall: float) -> None:
+    fw = writer._get_file_writer()
+    if ring.kind == "scalar":
+        new_style, double_precision = ring.options
+        fw.submit(enc_scalar.from_array, (ring.tag, new_style, double_precision), step, wall, 0,
+                  _transfer.Ready((payload[:1].copy(),)))
+    else:
+        edges, max_bins = ring.options
+        n = len(edges) - 1
+        counts = payload[:n].astype(np.int64)
+        fw.submit(enc_histogram.histogram, (ring.tag, edges, max_bins), step, wall, 0,
+                  _transfer.Ready((counts, payload[n:n + 5].copy())))
+
+
+_pump: Optional[threading.Thread] = None
+_stop = threading.Event()
+
+
+def _start_pump() -> None:
+    global _pump
+    if _pump is None:
+        _pump = threading.Thread(target=_pump_loop, name="gpulog-ring", daemon=True)
+        _pump.start()
+        atexit.register(_drain_at_exit)
+
+
+def _pump_loop() -> None:
+    while not _stop.wait(POLL_S):
+        try:
+            drain(wait=False)
+        except Exception as err:  # noqa: BLE001 - keep pumping; say what failed
+            warnings.warn(f"gpulog: picking up values logged in compiled steps failed: {err!r}",
+                          RuntimeWarning)
+
+
+def _drain_at_exit() -> None:
+    """Before the writer's own exit drain (registered later, so it runs first)."""
+    _stop.set()
+    try:
+        drain(wait=True)
+    except Exception as err:  # noqa: BLE001
+        import sys
+        print(f"gpulog: values logged in compiled steps could not be picked up at exit: {err!r}",
+              file=sys.stderr)
+
+
+def rings() -> List[Ring]:
+    return list(_RINGS.values())
