@@ -3,7 +3,9 @@
 # under both backends; every add_* of the CPU sync-probe matrix returning while ~1 s of GPU work
 # is queued; a tensor from another stream freed right after the call; a CUDA-graph capture while
 # the writer is busy; a clear error for logging during capture; the first-call compile stall,
-# printed as "[compile stall]"), the 128M histogram work figures, then the GPU benchmarks.
+# printed as "[compile stall]"; logging inside mode="reduce-overhead" and a manual CUDA-graph
+# capture), the 128M histogram work figures, the GPU benchmarks, then a compiled training step with
+# in-step logging against logging outside it.
 # Run from the repository root on a machine with CUDA.
 #
 # The device image (Python 3.12) lacks google-crc32c and tensorboardX; carry them as wheels in
@@ -23,9 +25,11 @@ OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 # (test_compile.py is for GPU-less machines: here the kernels are compiled and run for real)
-timeout 140 pytest -q -x -rs tests/kernels tests/test_cuda.py tests/test_system_metrics.py --ignore=tests/kernels/test_compile.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
+timeout 130 pytest -q -x -rs tests/kernels tests/test_cuda.py tests/test_system_metrics.py --ignore=tests/kernels/test_compile.py 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
 # 128M float32 histogram: Triton and torch-op work against one read, caller time against torch's writer
 timeout 40 python3 -m benchmarks --device cuda --only work --out "$OUT/gpu_work.json" 2>&1 \
   | tee "$OUT/gpu_work.log" | tail -12
-timeout 110 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
+timeout 80 python3 -m benchmarks --device cuda --quick --only scalars --only tensors --only loop \
   --out "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu_bench.log" | tail -30
+timeout 50 python3 -m benchmarks.bench_compiled --device cuda --steps 200 --repeats 2 \
+  --out "$OUT/gpu_compiled.json" 2>&1 | tee "$OUT/gpu_compiled.log" | tail -6

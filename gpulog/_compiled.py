@@ -11,6 +11,10 @@ reduced where the data lives) and the step are written into the next slot of a p
 **ring** on the value's device, and the ring's counter is incremented, all on the current stream.
 That is exactly what a CUDA graph can capture and replay: every replay writes its own slot.
 
+On the CPU the op's body runs on the host at every execution, so it simply makes the eager call
+(``add_scalar``/``add_histogram`` with the step's value): the values, steps and wall times of eager
+logging, at the cost of eager logging.  On CUDA:
+
 A pump thread (``gpulog-ring``, started with the first ring) picks up new slots every
 ``POLL_S``: on CUDA it copies the counter, the ring and the counter again into pinned memory on a
 private stream, under the capture gate (``_transfer.GATE``: never while a graph is being
@@ -94,7 +98,8 @@ def _writer_id(writer: Any) -> int:
 
 # -- rings ---------------------------------------------------------------------------------------
 class Ring:
-    """Slots of one (writer, tag, kind) on one device; written by the op, read by the pump."""
+    """Slots of one (writer, tag, kind) on one CUDA device; written by the op, read by the pump.
+    (On the CPU the op's body runs on the host at every execution and logs directly.)"""
 
     def __init__(self, writer_id: int, tag: str, kind: str, device: torch.device, width: int,
                  options: Tuple[Any, ...]) -> None:
@@ -106,24 +111,19 @@ class Ring:
         self.count = torch.zeros(1, dtype=torch.int64, device=device)
         self.read = 0            # executions already picked up
         self.dropped = 0
-        self.lock = threading.Lock()  # CPU rings: the op and the pump never interleave
+        self.drain_lock = threading.Lock()  # one pick-up at a time (the pump, flush, exit)
 
     def write(self, payload: torch.Tensor, step: Optional[torch.Tensor]) -> None:
         """Device work only: slot ``count % n`` ← payload and step; ``count += 1``."""
         slot = torch.remainder(self.count, RING_SLOTS)
         step_value = self.count if step is None else step.reshape(1).to(torch.int64)
-        with self.lock if self.device.type == "cpu" else _nullcontext():
-            self.values.index_copy_(0, slot, payload.reshape(1, -1).to(torch.float64))
-            self.steps.index_copy_(0, slot, step_value)
-            self.count.add_(1)
+        self.values.index_copy_(0, slot, payload.reshape(1, -1).to(torch.float64))
+        self.steps.index_copy_(0, slot, step_value)
+        self.count.add_(1)
 
     def snapshot(self, wait: bool) -> Optional[Tuple[int, np.ndarray, np.ndarray, int]]:
         """(count before, values, steps, count after) on the host, or None if a capture was in
         progress (CUDA, ``wait=False``)."""
-        if self.device.type != "cuda":
-            with self.lock:
-                c = int(self.count[0])
-                return c, self.values.numpy().copy(), self.steps.numpy().copy(), c
         stream = _pump_stream(self.device)
 
         def copy() -> Any:
@@ -142,14 +142,6 @@ class Ring:
         _transfer.GATE.wait_event(done)
         c1, values, steps, c2 = (h.numpy().copy() for h in host)
         return int(c1[0]), values, steps, int(c2[0])
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 _RINGS: Dict[Tuple[int, str, str, str], Ring] = {}
@@ -177,27 +169,42 @@ def _ring(writer_id: int, tag: str, kind: str, device: torch.device, width: int,
     return ring
 
 
+_HOST_COUNTS: Dict[Tuple[int, str, str], int] = {}
+
+
+def _host_step(writer_id: int, tag: str, kind: str, step: Optional[torch.Tensor]) -> int:
+    """The step of one host execution: the step tensor's value, else gpulog's counter."""
+    key = (writer_id, tag, kind)
+    n = _HOST_COUNTS.get(key, 0)
+    _HOST_COUNTS[key] = n + 1
+    return n if step is None else int(step)
+
+
 # -- the ops -------------------------------------------------------------------------------------
-@torch.library.custom_op("gpulog::log_scalar", mutates_args=())
 def log_scalar(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
                new_style: bool, double_precision: bool) -> None:
     """One execution's scalar into the ring of (writer, tag) on ``value``'s device."""
+    if value.device.type != "cuda":  # the host runs this body at every execution: log directly
+        writer = _WRITERS.get(writer_id)
+        if writer is not None:
+            writer.add_scalar(tag, value.detach(), _host_step(writer_id, tag, "scalar", step),
+                              new_style=new_style, double_precision=double_precision)
+        return
     ring = _ring(writer_id, tag, "scalar", value.device, 1, (new_style, double_precision))
     ring.write(value.detach().reshape(1), step)
 
 
-@log_scalar.register_fake
-def _log_scalar_fake(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
-                     new_style: bool, double_precision: bool) -> None:
-    return None
-
-
-@torch.library.custom_op("gpulog::log_histogram", mutates_args=())
 def log_histogram(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
                   max_bins: Optional[int]) -> None:
     """One execution's histogram ('tensorflow' bins): counts and [min, max, num, sum, sum_sq],
     reduced where ``values`` lives, into the ring of (writer, tag)."""
     from ._reduce import histogram as red
+    if values.device.type != "cuda":  # as log_scalar: the eager path (reduced on the writer thread)
+        writer = _WRITERS.get(writer_id)
+        if writer is not None:
+            writer.add_histogram(tag, values.detach(), _host_step(writer_id, tag, "histogram", step),
+                                 max_bins=max_bins)
+        return
     edges = red.tensorflow_edges()
     x = values.detach().reshape(-1)
     if x.dtype == torch.bool:
@@ -209,17 +216,34 @@ def log_histogram(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, 
     ring.write(torch.cat([counts.to(torch.float64), stats.to(torch.float64)]), step)
 
 
-@log_histogram.register_fake
+# Defined with torch.library.Library (one implementation for every backend): a call costs ~2 µs
+# of dispatch where torch.library.custom_op's wrapper layers cost ~10 µs.
+_LIB = torch.library.Library("gpulog", "DEF")
+_LIB.define("log_scalar(Tensor value, Tensor? step, str tag, int writer_id, bool new_style, "
+            "bool double_precision) -> ()")
+_LIB.define("log_histogram(Tensor values, Tensor? step, str tag, int writer_id, int? max_bins) -> ()")
+_LIB.impl("log_scalar", log_scalar, "CompositeExplicitAutograd")
+_LIB.impl("log_histogram", log_histogram, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("gpulog::log_scalar", lib=_LIB)
+def _log_scalar_fake(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
+                     new_style: bool, double_precision: bool) -> None:
+    return None
+
+
+@torch.library.register_fake("gpulog::log_histogram", lib=_LIB)
 def _log_histogram_fake(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
                         max_bins: Optional[int]) -> None:
     return None
 
 
 def _effectful() -> None:
-    """Ordered side effects: kept, and kept in program order, by functionalization and inductor."""
+    """Ordered side effects: kept, and kept in program order, by functionalization and inductor
+    (an op that returns nothing would otherwise be dead code to them)."""
     try:
         from torch._higher_order_ops.effects import _EffectType, _register_effectful_op
-    except ImportError:  # older torch: the ops are still called, dynamo keeps None-returning calls
+    except ImportError:  # older torch: dynamo still keeps calls that return nothing
         return
     for op in (torch.ops.gpulog.log_scalar.default, torch.ops.gpulog.log_histogram.default):
         _register_effectful_op(op, _EffectType.ORDERED)
@@ -238,23 +262,28 @@ def drain(writer_id: Optional[int] = None, wait: bool = True) -> None:
         if writer is None:
             _RINGS.pop(key, None)
             continue
-        snap = ring.snapshot(wait)
-        if snap is None:
-            continue
-        c1, values, steps, c2 = snap
-        oldest = max(ring.read, c2 - RING_SLOTS)
-        if oldest > ring.read:
-            ring.dropped += oldest - ring.read
-            warnings.warn(f"gpulog: {oldest - ring.read} executions of {ring.kind} {ring.tag!r} were "
-                          f"overwritten in its ring of {RING_SLOTS} slots before they were picked up "
-                          f"({ring.dropped} so far); log less often or raise "
-                          "gpulog._compiled.RING_SLOTS before the first compiled call",
-                          RuntimeWarning, stacklevel=2)
-        wall = time.time()
-        for i in range(oldest, c1):
-            slot = i % RING_SLOTS
-            _submit(writer, ring, values[slot], int(steps[slot]), wall)
-        ring.read = max(ring.read, c1)
+        with ring.drain_lock:
+            _drain_ring(writer, ring, wait)
+
+
+def _drain_ring(writer: Any, ring: Ring, wait: bool) -> None:
+    snap = ring.snapshot(wait)
+    if snap is None:
+        return
+    c1, values, steps, c2 = snap
+    oldest = max(ring.read, c2 - RING_SLOTS)
+    if oldest > ring.read:
+        ring.dropped += oldest - ring.read
+        warnings.warn(f"gpulog: {oldest - ring.read} executions of {ring.kind} {ring.tag!r} were "
+                      f"overwritten in its ring of {RING_SLOTS} slots before they were picked up "
+                      f"({ring.dropped} so far); log less often or raise "
+                      "gpulog._compiled.RING_SLOTS before the first compiled call",
+                      RuntimeWarning, stacklevel=3)
+    wall = time.time()
+    for i in range(oldest, c1):
+        slot = i % RING_SLOTS
+        _submit(writer, ring, values[slot], int(steps[slot]), wall)
+    ring.read = max(ring.read, c1)
 
 
 def _submit(writer: Any, ring: Ring, payload: np.ndarray, step: int, wall: float) -> None:

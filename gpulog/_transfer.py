@@ -107,10 +107,16 @@ GATE = CaptureGate()
 def check_not_capturing(what: str) -> None:
     """Raise at the call when the current stream is being captured into a CUDA graph: staging
     allocates pinned memory and queues copies, which a capture cannot hold."""
-    if GATE.capturing and torch.cuda.is_current_stream_capturing():
+    if capturing():
         raise RuntimeError(f"{what} was called while this stream is being captured into a CUDA graph; "
-                           "log outside the captured region, or use the capture-safe calls described "
-                           "in the README ('Logging in compiled steps and CUDA graphs')")
+                           "only add_scalar and add_histogram (bins='tensorflow') can be captured: "
+                           "log the rest outside the captured region (README: 'Logging in compiled "
+                           "steps and CUDA graphs')")
+
+
+def capturing() -> bool:
+    """Is the current CUDA stream being captured into a graph?  (~1 µs; CUDA callers only.)"""
+    return bool(torch.cuda.is_current_stream_capturing())
 
 
 def guard_inputs(tensors: Sequence[Any], stream: Any) -> None:

@@ -6,6 +6,7 @@ background writer.  Nothing in this module encodes protobufs or touches files.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sys
@@ -28,6 +29,7 @@ from .file_writer import INT64_MAX, INT64_MIN, FileWriter, to_step, to_walltime
 
 Number = Union[int, float]
 LIVE_WRITERS: "weakref.WeakValueDictionary[int, SummaryWriter]" = weakref.WeakValueDictionary()
+_WRITER_IDS = itertools.count(1)
 _FLOAT_MAX = 1.7976931348623157e308
 
 
@@ -62,7 +64,7 @@ class SummaryWriter:
         self._dist: Any = None
         self._exit_hook: Any = None
         # A constant that graphs compiled around add_* carry to find this writer at run time.
-        self._writer_id = id(self)
+        self._writer_id = next(_WRITER_IDS)  # never reused (id() is, after garbage collection)
         LIVE_WRITERS[self._writer_id] = self
         if distributed:
             from .distributed import RankContext
@@ -124,13 +126,17 @@ class SummaryWriter:
             from . import _compiled
             return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
                                         double_precision)
+        t = type(scalar_value)
+        if t is not float and t is not int and _convert.is_cuda_tensor(scalar_value) and _capturing():
+            from . import _compiled  # a CUDA graph records the ring write: every replay logs
+            return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
+                                        double_precision)
         if type(tag) is not str or not tag.isascii():
             tag = _convert.check_tag(tag)
         if global_step is not None and (type(global_step) is not int
                                         or not INT64_MIN <= global_step <= INT64_MAX):
             global_step = to_step(global_step)
         wall = time.time() if walltime is None else to_walltime(walltime)
-        t = type(scalar_value)
         if self._dist is not None:
             return self._dist.add_scalar(tag, scalar_value, global_step, wall, reduce,
                                          new_style, double_precision, self._dist_target())
@@ -382,6 +388,9 @@ class SummaryWriter:
             return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         from ._reduce import histogram as red
         tag = _convert.check_tag(tag)
+        if _convert.is_cuda_tensor(values) and _capturing():
+            from . import _compiled  # captured into a CUDA graph: every replay logs
+            return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._dist is not None:
             return self._dist.add_histogram(tag, values, step, wall, bins, max_bins, self._dist_target())
@@ -580,6 +589,11 @@ def _compiling() -> bool:
     """True while dynamo traces the caller (torch is loaded by then; never imported here)."""
     torch = sys.modules.get("torch")
     return torch is not None and torch.compiler.is_compiling()
+
+
+def _capturing() -> bool:
+    from ._transfer import capturing
+    return capturing()
 
 
 class _NoArrays:

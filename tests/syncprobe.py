@@ -211,6 +211,10 @@ class SyncProbe(TorchDispatchMode):
             if strict:
                 PROBE.syncs.append(f"{func}: {why}\n" + "".join(traceback.format_stack(limit=14)[:-3]))
 
+        if func.namespace == "gpulog":  # gpulog's own ops: run their bodies on the stand-ins
+            from gpulog import _compiled
+            with SyncProbe(strict=self.strict):  # this mode is off inside its own handler
+                return getattr(_compiled, func._opname)(*args, **kwargs)
         if on_dev and not strict:
             PROBE.enqueue(PROBE.current_stream(), str(func))
         if name == "record_stream":
@@ -302,6 +306,10 @@ class IndexProbe(TorchFunctionMode):
             dtype = next((a for a in list(args[1:]) + list(kwargs.values()) if isinstance(a, torch.dtype)),
                          src.dtype)
             return FakeCuda(src.to(dtype).clone().contiguous())
+        if str(func).startswith("gpulog."):  # gpulog's ops: run their bodies under both probes
+            from gpulog import _compiled
+            with IndexProbe(), SyncProbe(strict=PROBE.local.strict):
+                return getattr(_compiled, str(func).split(".")[1])(*args, **kwargs)
         if not any(isinstance(a, FakeCuda) for a in _leaves((args, kwargs))):
             return func(*args, **kwargs)
         if func in _READS:
@@ -313,7 +321,8 @@ class IndexProbe(TorchFunctionMode):
             try:
                 return func(*args, **kwargs)
             except RuntimeError as err:
-                if "not linked with support for cuda" not in str(err):
+                if "not linked with support for cuda" not in str(err) or \
+                        str(func).startswith("gpulog."):
                     raise
             # The C++ binding opened a CUDA device guard before dispatch: run it on the CPU data
             # (the ops inside still go through SyncProbe) and hand device results back.

@@ -83,7 +83,7 @@ def test_histograms_right_on_two_streams_from_the_first_call(tmp_path, monkeypat
     """Each stream reads a cell table whose upload was queued on that stream."""
     from gpulog._reduce import histogram as red
     monkeypatch.setenv("GPULOG_BACKEND", backend)
-    red._device_cell_table.cache_clear()
+    red._DEVICE_TABLES.clear()
     side = torch.cuda.Stream()
     x = torch.randn(1 << 22, device="cuda")
     torch.cuda.synchronize()
@@ -100,7 +100,7 @@ def test_histograms_right_on_two_streams_from_the_first_call(tmp_path, monkeypat
         h = acc.Histograms(tag)[0].histogram_value
         assert list(h.bucket) == list(want.bucket) and list(h.bucket_limit) == list(want.bucket_limit)
         assert (h.min, h.max) == (want.min, want.max)
-    assert red._device_cell_table.cache_info().currsize == 2
+    assert len(red._DEVICE_TABLES) == 2
 
 
 def test_first_calls_in_a_fresh_process_do_not_synchronise(tmp_path):
@@ -256,3 +256,70 @@ def test_first_call_compile_stall_is_small(tmp_path, capsys):
         print("\n[compile stall] " + line)
     first = float(line.split()[0].split("=")[1])
     assert first < 0.5, line
+
+
+# -- logging inside compiled steps and CUDA graphs (issue #14) ------------------------------------
+def _cuda_step_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).cuda()
+
+
+def test_reduce_overhead_compiled_step_logs_every_replay(tmp_path):
+    """mode="reduce-overhead" (CUDA graphs): every execution's loss and weight histogram, with a
+    device step tensor, and one compile."""
+    import numpy as np
+    from tbcompare import run_snapshots
+    torch._dynamo.reset()
+    model = _cuda_step_model()
+    w = gpulog.SummaryWriter(str(tmp_path))
+    step_t = torch.zeros((), dtype=torch.int64, device="cuda")
+
+    def step(x):
+        loss = model(x).square().mean()
+        w.add_scalar("loss", loss, step_t)
+        w.add_histogram("w", model[0].weight, step_t)
+        step_t.add_(1)
+        return loss
+
+    fn = torch.compile(step, fullgraph=True, mode="reduce-overhead")
+    losses = []
+    for i in range(20):
+        x = torch.randn(128, 64, device="cuda")
+        losses.append(float(fn(x).clone()))
+    w.close()
+    snap = run_snapshots(str(tmp_path))["."]
+    assert snap["scalar/loss"] == [(i, float(np.float32(v))) for i, v in enumerate(losses)]
+    assert [s for s, _ in snap["histo/w"]] == list(range(20))
+
+
+def test_manual_cuda_graph_capture_logs_at_every_replay(tmp_path):
+    from tbcompare import run_snapshots
+    w = gpulog.SummaryWriter(str(tmp_path))
+    static_x = torch.randn(1024, device="cuda")
+    step_t = torch.zeros((), dtype=torch.int64, device="cuda")
+    w.add_histogram("warm-up", static_x, 0)  # the device's cell table, before any capture
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        for _ in range(2):  # warm-up on the side stream, as torch's docs ask
+            w.add_scalar("warm", static_x.mean(), step_t)
+        torch.cuda.synchronize()
+        w.flush()
+        with torch.cuda.graph(g, stream=s):
+            w.add_scalar("mean", static_x.mean(), step_t)
+            w.add_histogram("x", static_x, step_t)
+            step_t.add_(1)
+    torch.cuda.current_stream().wait_stream(s)
+    means = []
+    for i in range(10):
+        static_x.copy_(torch.randn(1024, device="cuda") + i)
+        g.replay()
+        means.append(float(static_x.mean()))
+    w.close()
+    snap = run_snapshots(str(tmp_path))["."]
+    import numpy as np
+    assert [step for step, _ in snap["scalar/mean"]] == list(range(10))  # one per replay, in order
+    np.testing.assert_allclose([v for _, v in snap["scalar/mean"]], means, rtol=1e-6)
+    assert [step for step, _ in snap["histo/x"]] == list(range(10))
+    assert all(h.num == 1024 for _, h in snap["histo/x"])

@@ -267,28 +267,32 @@ def test_writer_makes_no_cuda_call_while_a_graph_is_captured(tmp_path, monkeypat
     assert snap["histo/h"][0][1].num == 5000 and snap["scalar/s"][0][1] == float(D["s"])
 
 
-def test_logging_on_a_capturing_stream_raises_at_the_call(tmp_path, monkeypatch):
-    from gpulog._transfer import GATE
-    with syncprobe.installed(monkeypatch):
+def test_logging_on_a_capturing_stream(tmp_path, monkeypatch):
+    """During a CUDA-graph capture on this stream: add_scalar and add_histogram record ring writes
+    (every replay logs, see test_compiled.py); the other calls raise at the call."""
+    from gpulog import _compiled
+    monkeypatch.setattr(_compiled, "POLL_S", 3600.0)
+    with syncprobe.installed(monkeypatch) as probe:
         w = gpulog.SummaryWriter(str(tmp_path))
-        GATE.install()
+        w.add_histogram("warm-up", fake(D["x"]), 0)  # uploads the device's cell table
+        wid = w._writer_id
         with syncprobe.capturing():
-            with GATE.lock:
-                GATE.capturing += 1
-            try:
-                for call in (lambda: w.add_scalar("s", fake(D["s"]), 1),
-                             lambda: w.add_histogram("h", fake(D["x"]), 1),
-                             lambda: w.add_image("i", fake(D["img"]), 1)):
-                    with pytest.raises(RuntimeError, match="captured into a CUDA graph"):
-                        call()
-            finally:
-                with GATE.lock:
-                    GATE.capturing -= 1
+            w.add_scalar("s", fake(D["s"]), fake(torch.tensor(5)))
+            w.add_histogram("h", fake(D["x"]), fake(torch.tensor(5)))
+            for call in (lambda: w.add_image("i", fake(D["img"]), 1),
+                         lambda: w.add_pr_curve("pr", fake(D["lab"]), fake(D["pred"]), 1),
+                         lambda: w.add_tensor("t", fake(D["x"]), 1)):
+                with pytest.raises(RuntimeError, match="captured into a CUDA graph"):
+                    call()
+        syncs = list(probe.syncs)
         w.add_scalar("after", fake(D["s"]), 2)
         syncprobe.PROBE.local.strict = False
         w.close()
+    assert not syncs, syncs[0]
     snap = run_snapshots(str(tmp_path))["."]
-    assert list(snap) == ["scalar/after"]
+    assert sorted(snap) == ["histo/h", "histo/warm-up", "scalar/after", "scalar/s"]
+    assert {(ring.tag, ring.device.type) for ring in _compiled.rings() if ring.writer_id == wid} == {("s", "cuda"), ("h", "cuda")}
+    assert snap["scalar/s"] == [(5, float(D["s"]))] and snap["histo/h"][0][0] == 5
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda-standin"])
@@ -406,3 +410,23 @@ def test_kernel_failing_to_compile_in_the_background_is_retired(monkeypatch):
         assert "PassManager" in _backend._FAILED["probe_broken.run"]
         assert torch.equal(fn(x).elem, first.elem)  # the reference from now on
         assert _backend.kernel_or(x, "probe_broken.run", abs) is abs
+
+
+def test_in_step_ops_make_no_host_wait_on_cuda(tmp_path, monkeypatch):
+    """What a compiled or captured step runs for add_scalar/add_histogram (the custom ops' bodies)
+    on CUDA stand-ins: device work only; the pick-up waits on a private stream, not the caller."""
+    from gpulog import _compiled
+    monkeypatch.setattr(_compiled, "POLL_S", 3600.0)
+    with syncprobe.installed(monkeypatch) as probe:
+        w = gpulog.SummaryWriter(str(tmp_path))
+        for i in range(3):
+            _compiled.log_scalar(fake(D["x"][i]), fake(torch.tensor(i)), "s", w._writer_id,
+                                          False, False)
+            _compiled.log_histogram(fake(D["x"]), None, "h", w._writer_id, None)
+        syncs = list(probe.syncs)
+        probe.local.strict = False
+        w.close()
+    assert not syncs, syncs[0]
+    snap = run_snapshots(str(tmp_path))["."]
+    assert snap["scalar/s"] == [(i, float(D["x"][i])) for i in range(3)]
+    assert [s for s, _ in snap["histo/h"]] == [0, 1, 2] and snap["histo/h"][2][1].num == 5000

@@ -16,7 +16,7 @@ and the CUDA fallback; ``gpulog.kernels.histogram`` mirrors it.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -59,17 +59,27 @@ def cell_table(device: str = "cpu") -> CellTable:
 
     On CUDA there is one copy per (device, current stream): its upload (asynchronous, no sync) is
     queued on the stream whose kernels then read it, so no stream can read a table that has not
-    arrived yet."""
+    arrived yet.  While a CUDA graph is being captured nothing can be uploaded: the capture reads
+    a table already on that device (uploaded long before any replay runs)."""
     dev = torch.device(device)
     if dev.type != "cuda":
         return _host_cell_table()
-    return _device_cell_table(dev, torch.cuda.current_stream(dev).cuda_stream)
-
-
-@functools.lru_cache(maxsize=16)
-def _device_cell_table(dev: torch.device, stream: int) -> CellTable:
+    stream = torch.cuda.current_stream(dev).cuda_stream
+    table = _DEVICE_TABLES.get((dev, stream))
+    if table is not None:
+        return table
+    if torch.cuda.is_current_stream_capturing():
+        for (d, _), table in list(_DEVICE_TABLES.items()):
+            if d == dev:
+                return table
+        raise RuntimeError("add_histogram inside a CUDA graph capture needs one histogram logged on "
+                           f"{dev} before the capture (a warm-up step, as CUDA graphs need anyway)")
     host = _host_cell_table()
-    return CellTable(to_device(host.base, dev), to_device(host.threshold, dev))
+    table = _DEVICE_TABLES[(dev, stream)] = CellTable(to_device(host.base, dev), to_device(host.threshold, dev))
+    return table
+
+
+_DEVICE_TABLES: Dict[Tuple[torch.device, int], CellTable] = {}
 
 
 @functools.lru_cache(maxsize=1)
