@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import threading
 import traceback
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Iterator, List, Optional, Set
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -184,11 +184,6 @@ def _unwrap(t: Any) -> Any:
 
 def _is_dev(t: Any) -> bool:
     return isinstance(t, FakeCuda)
-
-
-def _cuda_kw(kwargs: Dict[str, Any]) -> bool:
-    d = kwargs.get("device")
-    return d is not None and torch.device(d).type == "cuda"
 
 
 class SyncProbe(TorchDispatchMode):
