@@ -122,13 +122,12 @@ class SummaryWriter:
         """Log one number.  A CUDA tensor is copied asynchronously (no device sync).  Inside
         ``torch.compile`` (and CUDA graphs) this is one opaque op: README, "Logging in compiled
         steps"."""
-        if _compiling():
-            from . import _compiled
-            return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
-                                        double_precision)
         t = type(scalar_value)
-        if t is not float and t is not int and _convert.is_cuda_tensor(scalar_value) and _capturing():
-            from . import _compiled  # a CUDA graph records the ring write: every replay logs
+        # Python numbers (the fast path) skip both checks: inside a compiled step the value is a
+        # tensor, and only a CUDA tensor can be logged during a CUDA-graph capture.
+        if t is not float and t is not int and (
+                _compiling() or _convert.is_cuda_tensor(scalar_value) and _capturing()):
+            from . import _compiled  # one opaque op / a ring write that every replay repeats
             return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
                                         double_precision)
         if type(tag) is not str or not tag.isascii():
