@@ -121,27 +121,43 @@ class Ring:
         self.steps.index_copy_(0, slot, step_value)
         self.count.add_(1)
 
-    def snapshot(self, wait: bool) -> Optional[Tuple[int, np.ndarray, np.ndarray, int]]:
-        """(count before, values, steps, count after) on the host, or None if a capture was in
-        progress (CUDA, ``wait=False``)."""
+    def snapshot(self, wait: bool) -> Optional[Tuple[int, int, np.ndarray, np.ndarray, int]]:
+        """New slots on the host: (count before, first index, values, steps, count after), or
+        None if a capture was in progress (``wait=False``).  Two small round trips on the pump's
+        private stream: the counter (8 bytes), then only the slots written since the last pick-up
+        (not the whole ring), then the counter again to see what was overwritten meanwhile."""
+        if not wait and _transfer.GATE.capturing:
+            return None
+        n = self.values.shape[0]
+        (c1,) = self._fetch([self.count])
+        count = int(c1[0])
+        first = max(self.read, count - n)
+        if first >= count:
+            return count, first, np.zeros((0, self.values.shape[1])), np.zeros(0, np.int64), count
+        lo, hi = first % n, (count - 1) % n + 1  # slots of executions first .. count-1, in order
+        parts = [slice(lo, hi)] if lo < hi else [slice(lo, n), slice(0, hi)]
+        fetched = self._fetch([t[p] for p in parts for t in (self.values, self.steps)] + [self.count])
+        values = np.concatenate(fetched[0:-1:2])
+        steps = np.concatenate(fetched[1:-1:2])
+        return count, first, values, steps, int(fetched[-1][0])
+
+    def _fetch(self, tensors: List[torch.Tensor]) -> List[np.ndarray]:
+        """Device tensors → host arrays through pinned memory on the pump's stream (the caller's
+        streams are untouched); waits by polling, under the capture gate."""
         stream = _pump_stream(self.device)
 
         def copy() -> Any:
-            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-                    for t in (self.count, self.values, self.steps, self.count)]
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
             with torch.cuda.stream(stream):
-                for h, d in zip(host, (self.count, self.values, self.steps, self.count)):
+                for h, d in zip(host, tensors):
                     h.copy_(d, non_blocking=True)
                 done = torch.cuda.Event()
                 done.record(stream)
             return host, done
 
-        if not wait and _transfer.GATE.capturing:
-            return None
         host, done = _transfer.GATE.run(copy)
         _transfer.GATE.wait_event(done)
-        c1, values, steps, c2 = (h.numpy().copy() for h in host)
-        return int(c1[0]), values, steps, int(c2[0])
+        return [h.numpy().copy() for h in host]
 
 
 _RINGS: Dict[Tuple[int, str, str, str], Ring] = {}
@@ -270,20 +286,21 @@ def _drain_ring(writer: Any, ring: Ring, wait: bool) -> None:
     snap = ring.snapshot(wait)
     if snap is None:
         return
-    c1, values, steps, c2 = snap
-    oldest = max(ring.read, c2 - RING_SLOTS)
+    count, first, values, steps, after = snap
+    n = ring.values.shape[0]
+    # Executions before `oldest` were overwritten (before this pick-up, or while it copied).
+    oldest = max(ring.read, after - n)
     if oldest > ring.read:
         ring.dropped += oldest - ring.read
         warnings.warn(f"gpulog: {oldest - ring.read} executions of {ring.kind} {ring.tag!r} were "
-                      f"overwritten in its ring of {RING_SLOTS} slots before they were picked up "
+                      f"overwritten in its ring of {n} slots before they were picked up "
                       f"({ring.dropped} so far); log less often or raise "
                       "gpulog._compiled.RING_SLOTS before the first compiled call",
                       RuntimeWarning, stacklevel=3)
     wall = time.time()
-    for i in range(oldest, c1):
-        slot = i % RING_SLOTS
-        _submit(writer, ring, values[slot], int(steps[slot]), wall)
-    ring.read = max(ring.read, c1)
+    for i in range(max(oldest, first), count):
+        _submit(writer, ring, values[i - first], int(steps[i - first]), wall)
+    ring.read = max(ring.read, count)
 
 
 def _submit(writer: Any, ring: Ring, payload: np.ndarray, step: int, wall: float) -> None:

@@ -153,3 +153,24 @@ def test_overwritten_slots_are_reported_not_silently_lost(tmp_path, monkeypatch)
         w.close()
     snap = run_snapshots(str(tmp_path))["."]
     assert snap["scalar/y"] == [(i, float(i)) for i in range(6, 10)]
+
+
+def test_ring_pick_up_across_the_wrap(tmp_path, monkeypatch):
+    """Slots picked up in pieces, across the end of the ring: every execution once, in order."""
+    import warnings
+
+    import syncprobe
+    from gpulog import _compiled
+    monkeypatch.setattr(_compiled, "RING_SLOTS", 4)
+    monkeypatch.setattr(_compiled, "POLL_S", 3600.0)
+    with syncprobe.installed(monkeypatch, strict=False):
+        w = gpulog.SummaryWriter(str(tmp_path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing overwritten
+            for batch in (range(0, 3), range(3, 6), range(6, 10), range(10, 11)):
+                for i in batch:
+                    _compiled.log_scalar(syncprobe.fake(torch.tensor(float(i) * 10)), None, "z",
+                                         w._writer_id, False, False)
+                w.flush()
+        w.close()
+    assert run_snapshots(str(tmp_path))["."]["scalar/z"] == [(i, i * 10.0) for i in range(11)]
