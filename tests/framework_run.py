@@ -2,7 +2,7 @@
 (``--gpulog``) through gpulog via ``gpulog.patch()``; used by test_frameworks.py in subprocesses
 so each run imports the framework fresh.
 
-    python framework_run.py lightning|hf|ignite LOGDIR [--gpulog]
+    python framework_run.py lightning|hf|ignite|accelerate LOGDIR [--gpulog]
 """
 from __future__ import annotations
 
@@ -112,4 +112,24 @@ def ignite() -> None:
     print("writer:", type(tb.writer).__module__)
 
 
-{"lightning": lightning, "hf": hf, "ignite": ignite}[framework]()
+def accelerate() -> None:
+    from accelerate import Accelerator
+
+    acc = Accelerator(log_with="tensorboard", project_dir=logdir, cpu=True)
+    acc.init_trackers("run", config={"lr": 0.05, "batch": 8, "opt": "sgd"})
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model, opt = acc.prepare(model, opt)
+    for step in range(6):
+        x, y = X[step * 8:(step + 1) * 8], Y[step * 8:(step + 1) * 8]
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        acc.backward(loss)
+        opt.step()
+        opt.zero_grad()
+        acc.log({"train/loss": loss.item(), "lr": 0.05}, step=step)
+    writer = acc.get_tracker("tensorboard", unwrap=True)
+    print("writer:", type(writer).__module__)
+    acc.end_training()
+
+
+{"lightning": lightning, "hf": hf, "ignite": ignite, "accelerate": accelerate}[framework]()

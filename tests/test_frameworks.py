@@ -29,8 +29,14 @@ def _run(tmp_path, framework: str, gpulog: bool) -> str:
     return str(cwd / "logs")
 
 
+def _runs(logdir: str):
+    """Run snapshots, with add_hparams' time-stamped sub-run names made comparable."""
+    import re
+    return {re.sub(r"\d{9,}\.\d+$", "<time>", run): snap for run, snap in run_snapshots(logdir).items()}
+
+
 def _same_logs(want: str, got: str) -> None:
-    a, b = run_snapshots(want), run_snapshots(got)
+    a, b = _runs(want), _runs(got)
     assert a.keys() == b.keys() and a
     for run in a:
         x = {k: v for k, v in a[run].items() if not k.endswith(TIMING)}
@@ -62,3 +68,8 @@ def test_ignite_with_tensorboardx_installed(tmp_path):
     _installed("ignite")
     _installed("tensorboardX")
     _same_logs(_run(tmp_path, "ignite", False), _run(tmp_path, "ignite", True))
+
+
+def test_accelerate_log_with_tensorboard(tmp_path):
+    _installed("accelerate")
+    _same_logs(_run(tmp_path, "accelerate", False), _run(tmp_path, "accelerate", True))
