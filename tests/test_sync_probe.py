@@ -478,3 +478,26 @@ def test_triton_launch_wrappers_host_code_makes_no_host_wait(monkeypatch):
         syncs = list(probe.syncs)
     assert not syncs, syncs[0]
     assert {name for name, _ in launches} == {"hist", "finish", "pr", "image", "mesh"}
+
+
+def test_scalar_batch_sealed_by_the_writer_only_when_the_caller_is_idle(tmp_path, monkeypatch):
+    """A lone CUDA scalar, then nothing: the writer seals its batch itself after IDLE_S (under the
+    capture gate) and the value reaches the file without a flush.  While the caller keeps
+    calling, the caller seals (the matrix above checks no gpulog thread queues work then)."""
+    import time
+
+    from gpulog import read_scalars
+    from gpulog._reduce import scalar as red_scalar
+    with syncprobe.installed(monkeypatch) as probe:
+        w = gpulog.SummaryWriter(str(tmp_path))
+        w.add_scalar("lone", fake(D["s"]), 3)
+        probe.local.strict = False
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not read_scalars(str(tmp_path)).get("lone"):
+            time.sleep(0.05)
+        got = read_scalars(str(tmp_path)).get("lone")
+        foreign = list(probe.foreign_enqueues)
+        w.close()
+    assert got == [(3, float(D["s"]))]
+    assert any("copy_" in f for f in foreign), "the idle batch was not sealed by the writer"
+    assert red_scalar.IDLE_S <= 0.5
