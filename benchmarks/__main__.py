@@ -52,31 +52,42 @@ class Bench:
         if self.device == "cuda":
             torch.cuda.synchronize()
 
-    def emit(self, figure: str, writer: str, value: float, unit: str) -> None:
-        row = dict(figure=figure, writer=writer, value=value, unit=unit, device=self.device)
+    def emit(self, figure: str, writer: str, value: float, unit: str,
+             spread: Optional[tuple] = None) -> None:
+        row: Dict[str, Any] = dict(figure=figure, writer=writer, value=value, unit=unit, device=self.device)
+        if spread is not None:
+            row["min"], row["max"] = spread
         self.rows.append(row)
         print(json.dumps(row), flush=True)
 
     def call_and_e2e(self, figure: str, fn: Callable[[Any, int], None], reps: int, unit_scale: float = 1e3,
-                     unit: str = "ms", **kw: Any) -> None:
-        """Median caller time per call, and calls + close() per call (end to end)."""
+                     unit: str = "ms", rounds: int = 3, **kw: Any) -> None:
+        """Per writer, ``rounds`` runs of ``reps // rounds`` calls, each on a new writer ended by
+        ``close()``: the caller figure is each round's median time inside one call, the end-to-end
+        figure each round's (calls + close()) / calls; both reported as median with min and max
+        over the rounds."""
+        rounds = max(1, min(rounds, reps))
         for name, cls in self.W.items():
-            w = cls(os.path.join(self.tmp, f"{figure}_{name}"), **kw)
-            fn(w, -1)  # warm-up (imports, tables, caches)
-            w.flush()
-            settle()
-            calls = []
-            self.sync()
-            t0 = time.perf_counter()
-            for i in range(reps):
-                t = time.perf_counter()
-                fn(w, i)
+            caller, e2e = [], []
+            for r in range(rounds):
+                w = cls(os.path.join(self.tmp, f"{figure}_{name}_{r}"), **kw)
+                fn(w, -1)  # warm-up (imports, tables, caches)
+                w.flush()
+                settle()
+                calls = []
+                n = reps // rounds
                 self.sync()
-                calls.append(time.perf_counter() - t)
-            w.close()
-            total = time.perf_counter() - t0
-            self.emit(figure + ".caller", name, statistics.median(calls) * unit_scale, unit)
-            self.emit(figure + ".e2e", name, total / reps * unit_scale, unit)
+                t0 = time.perf_counter()
+                for i in range(n):
+                    t = time.perf_counter()
+                    fn(w, i)
+                    self.sync()
+                    calls.append(time.perf_counter() - t)
+                w.close()
+                caller.append(statistics.median(calls) * unit_scale)
+                e2e.append((time.perf_counter() - t0) / n * unit_scale)
+            self.emit(figure + ".caller", name, statistics.median(caller), unit, spread=(min(caller), max(caller)))
+            self.emit(figure + ".e2e", name, statistics.median(e2e), unit, spread=(min(e2e), max(e2e)))
 
     def scalars(self) -> None:
         n = 2000 if self.quick else 20000
@@ -98,7 +109,7 @@ class Bench:
     def tensors(self) -> None:
         d = self.device
         g = torch.Generator(device=d).manual_seed(0)
-        reps = 3 if self.quick else 5
+        reps = 6 if self.quick else 9  # calls, over 3 rounds
         for n in ([1 << 20, 1 << 22] if self.quick else [1 << 20, 1 << 22, 1 << 24]):
             x = torch.randn(n, device=d, generator=g)
             self.call_and_e2e(f"histogram.{n >> 20}M", lambda w, i: w.add_histogram("h", x, i), reps)
@@ -263,9 +274,12 @@ class Bench:
     def table(self) -> str:
         by: Dict[str, Dict[str, float]] = {}
         units: Dict[str, str] = {}
+        spread: Dict[tuple, tuple] = {}
         for r in self.rows:
             by.setdefault(r["figure"], {})[r["writer"]] = r["value"]
             units[r["figure"]] = r["unit"]
+            if "min" in r:
+                spread[(r["figure"], r["writer"])] = (r["min"], r["max"])
         lines = ["| figure | unit | gpulog | torch | tbx | torch/gpulog | tbx/gpulog |", "|---|---|---|---|---|---|---|"]
         for fig, vals in by.items():
             g = vals.get("gpulog")
@@ -275,8 +289,13 @@ class Bench:
                 if g is None or o is None or g == 0 or "overhead" in fig:
                     return ""
                 return f"{(g / o) if higher_better else (o / g):.1f}x"
-            fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
-            lines.append(f"| {fig} | {units[fig]} | {fmt(g)} | {fmt(vals.get('torch'))} | {fmt(vals.get('tbx'))} | "
+            def fmt(v: Optional[float], writer: str = "") -> str:
+                if v is None:
+                    return ""
+                lo_hi = spread.get((fig, writer))  # median [min–max] over rounds
+                return f"{v:.4g}" + (f" [{lo_hi[0]:.3g}–{lo_hi[1]:.3g}]" if lo_hi else "")
+            lines.append(f"| {fig} | {units[fig]} | {fmt(g, 'gpulog')} | {fmt(vals.get('torch'), 'torch')} | "
+                         f"{fmt(vals.get('tbx'), 'tbx')} | "
                          f"{ratio(vals.get('torch'))} | {ratio(vals.get('tbx'))} |" if "-" not in vals else
                          f"| {fig} | {units[fig]} | {fmt(vals['-'])} | | | | |")
         return "\n".join(lines)
