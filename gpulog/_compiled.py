@@ -39,11 +39,10 @@ import torch
 from . import _transfer
 from ._encode import histogram as enc_histogram
 from ._encode import scalar as enc_scalar
+from .writer import LIVE_WRITERS as _WRITERS
 
 RING_SLOTS = 1024      # executions a ring holds between two pick-ups
 POLL_S = 0.1
-
-from .writer import LIVE_WRITERS as _WRITERS  # noqa: E402
 
 
 def add_scalar(writer: Any, tag: str, value: Any, global_step: Any, walltime: Any, new_style: bool,
@@ -59,7 +58,9 @@ def add_scalar(writer: Any, tag: str, value: Any, global_step: Any, walltime: An
 def add_histogram(writer: Any, tag: str, values: Any, global_step: Any, bins: Any, walltime: Any,
                   max_bins: Any) -> None:
     """``SummaryWriter.add_histogram`` while dynamo traces ('tensorflow' bins only)."""
+    from ._reduce.histogram import check_max_bins
     _check(tag, values, walltime, "values")
+    check_max_bins(max_bins)
     if not (isinstance(bins, str) and bins == "tensorflow"):
         raise ValueError(f"add_histogram inside a compiled step supports bins='tensorflow' only, got "
                          f"bins={bins!r}: other bins depend on the data (log them outside the step)")

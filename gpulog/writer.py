@@ -382,14 +382,11 @@ class SummaryWriter:
         For CUDA ``values`` nothing waits for the device, whatever ``bins`` is; numpy's estimator
         strings ('auto', 'fd', ...) need the data's quantiles, so with those the data is copied
         asynchronously to the host and binned on the writer thread (README: "CUDA tensors")."""
-        if _compiling():
-            from . import _compiled
+        if _compiling() or _convert.is_cuda_tensor(values) and _capturing():
+            from . import _compiled  # one opaque op / a ring write that every replay repeats
             return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         from ._reduce import histogram as red
         tag = _convert.check_tag(tag)
-        if _convert.is_cuda_tensor(values) and _capturing():
-            from . import _compiled  # captured into a CUDA graph: every replay logs
-            return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._dist is not None:
             return self._dist.add_histogram(tag, values, step, wall, bins, max_bins, self._dist_target())
@@ -493,12 +490,13 @@ class SummaryWriter:
         """
         from ._encode import graph as enc_graph
         from ._reduce import graph as red_graph
+        from ._transfer import Ready
         wall = time.time()
         graph = red_graph.build(model, input_to_model, verbose, use_strict_trace, method)
         if self._skip_non_writer():
             return
         fw = self._get_file_writer()
-        fw.submit_multi(enc_graph.graph_events, (fw._live_sink(), wall, graph.nodes), _NO_ARRAYS)
+        fw.submit_multi(enc_graph.graph_events, (fw._live_sink(), wall, graph.nodes), Ready(()))
 
     def add_onnx_graph(self, prototxt: Any) -> None:
         """An ONNX model file's graph (needs the ``onnx`` package), as torch writes it."""
@@ -507,12 +505,13 @@ class SummaryWriter:
         except ImportError as err:
             raise ImportError("add_onnx_graph needs the onnx package: pip install onnx") from err
         from ._encode import graph as enc_graph
+        from ._transfer import Ready
         wall = time.time()
         graph = enc_graph.onnx_graph_def(onnx.load(prototxt))  # read at the call: the file may change
         if self._skip_non_writer():
             return
         fw = self._get_file_writer()
-        fw.submit_multi(enc_graph.onnx_graph_events, (fw._live_sink(), wall, graph), _NO_ARRAYS)
+        fw.submit_multi(enc_graph.onnx_graph_events, (fw._live_sink(), wall, graph), Ready(()))
 
     def _submit_prepared(self, tag: str, global_step: Any, walltime: Any, prepare: Any) -> None:
         tag = _convert.check_tag(tag)
@@ -593,17 +592,6 @@ def _compiling() -> bool:
 def _capturing() -> bool:
     from ._transfer import capturing
     return capturing()
-
-
-class _NoArrays:
-    """A staged result with no arrays (items whose data is all in their arguments)."""
-
-    @staticmethod
-    def result() -> tuple:
-        return ()
-
-
-_NO_ARRAYS = _NoArrays()
 
 
 def _constant(values: List[bytes]) -> List[bytes]:

@@ -174,3 +174,16 @@ def test_ring_pick_up_across_the_wrap(tmp_path, monkeypatch):
                 w.flush()
         w.close()
     assert run_snapshots(str(tmp_path))["."]["scalar/z"] == [(i, i * 10.0) for i in range(11)]
+
+
+def test_bad_max_bins_raise_where_the_step_is_traced(tmp_path, monkeypatch):
+    """On CUDA the op's body only writes a ring, so max_bins is checked when the call is traced."""
+    import syncprobe
+    from gpulog import _compiled
+    with syncprobe.installed(monkeypatch, strict=False):
+        w = gpulog.SummaryWriter(str(tmp_path))
+        with pytest.raises(ValueError, match="max_bins"):
+            _compiled.add_histogram(w, "h", syncprobe.fake(torch.randn(10)), None, "tensorflow", None, 0)
+        w.add_scalar("after", 1.0, 1)
+        w.close()
+    assert sorted(run_snapshots(str(tmp_path))["."]) == ["scalar/after"]

@@ -131,9 +131,9 @@ def _retire(name: str, err: BaseException) -> None:
 # launches the kernel once on the same inputs, on a private stream that waits for the caller's
 # stream; once that launch completed, later calls use the kernel.  Triton's on-disk cache makes
 # later processes load instead of compile.  GPULOG_COMPILE=inline (or GPULOG_BACKEND=triton, which
-# makes kernel failures errors) compiles on the caller's thread.  The warm-up starts only while no CUDA graph
-# is being captured (the capture gate), but a capture that begins during that one launch could
-# still meet its allocation: a narrow window, once per specialisation, not yet probed on a GPU.
+# makes kernel failures errors) compiles on the caller's thread.  The warm-up starts only while no
+# CUDA graph is being captured (the capture gate), but a capture that begins during that one launch
+# could still meet its allocation: a narrow window, once per specialisation, not yet probed on a GPU.
 _READY: set = set()
 _WARMING: Dict[Any, threading.Thread] = {}
 _WARM_LOCK = threading.Lock()

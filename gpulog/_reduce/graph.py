@@ -178,11 +178,9 @@ def _parse_jit(graph: Any, trace: Any) -> List[GraphNode]:
         for i in op["inputs"]:
             scoped[i] = op["scope"] + "/" + i
     for key, n in io.items():
-        if "scope" in n and "io" not in n:
-            scoped[key] = n["scope"] + "/" + n["name"]
-        if "io" in n:
+        if "io" in n:  # graph inputs and outputs: "input/x", "output/output.1"
             scoped[key] = n["io"] + "/" + n["name"]
-        if n.get("scope") is not None and "scope" in n:
+        else:  # op outputs: under their op's scope (the shallowest one when it has none)
             scoped[key] = n["scope"] + "/" + n["name"]
             if n["scope"] == "" and shallowest:
                 scoped[n["name"]] = shallowest + "/" + n["name"]

@@ -94,10 +94,11 @@ class RankContext:
             x = x.to(torch.uint8)
         self._check_usable()
         dev_edges = None
-        tensorflow = isinstance(bins, str) and bins == "tensorflow"
-        if isinstance(bins, str) and not tensorflow:
+        kind = red._check_bins(bins)  # an unknown string or bins < 1: ValueError, before any collective
+        tensorflow = kind == "tensorflow"
+        if kind == "estimator":
             edges: Any = self._gathered_edges(x, bins)
-        elif isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        elif kind == "int":
             x, dev_edges = self._global_int_edges(x, int(bins))
             edges = None  # they travel in the max part, as counted
         else:
@@ -110,8 +111,6 @@ class RankContext:
         """numpy's int-bins edges over the global range: one small MAX all_reduce at the call
         (stream-ordered under NCCL: no host wait), the edges built on the device."""
         from .._reduce import histogram as red
-        if bins < 1:
-            raise ValueError(f"bins must be a positive int, got {bins}")
         if x.device != self.device:
             x = to_device(x, self.device)
         mn, mx = red._minmax(x)
@@ -136,12 +135,8 @@ class RankContext:
         padded[:local.numel()] = local
         parts = [torch.empty(longest, dtype=torch.float64) for _ in range(self.world)]
         self._collective(self.dist.all_gather, parts, padded, group=self.proto_group)
-        data = torch.cat([p[:int(n)] for p, n in zip(parts, all_sizes)]).numpy()
-        try:
-            return np.histogram_bin_edges(data, bins=bins)
-        except ValueError as err:
-            raise ValueError(f"add_histogram: cannot build bins={bins!r} for this data "
-                             f"(NaN or infinite values need explicit edges): {err}") from err
+        from .._reduce import histogram as red
+        return red._estimated_edges(torch.cat([p[:int(n)] for p, n in zip(parts, all_sizes)]).numpy(), bins)
 
     def add_pr_curve(self, tag: str, labels: Any, predictions: Any, step: Optional[int], wall: float,
                      num_thresholds: int, weights: Any, target: Any) -> None:
