@@ -65,7 +65,8 @@ class Sink:
         self.max_queue = max(1, int(max_queue))
         self.flush_secs = float(flush_secs)
         self.pending: List[bytes] = []
-        self.error: Optional[BaseException] = None
+        self.error: Optional[BaseException] = None  # set by gpulog's threads, taken by callers
+        self._error_lock = threading.Lock()
         self.last_error: Optional[BaseException] = None  # kept for the exit report
         self.failures = 0              # failed write attempts since the last success
         self.retry_at = 0.0
@@ -154,14 +155,28 @@ class Sink:
             elif j > i:
                 rest[0:0] = pending[i:j]
             self.pending = rest
-            self.error = self.last_error = err
+            self.set_error(err)
             self.failures += 1
             self.retry_at = time.monotonic() + RETRY_S
             return
         self.pending = []
-        self.failures = 0
-        self.error = None  # everything reached the file after all: nothing to report
+        if self.failures:
+            self.failures = 0
+            self.take_error()  # everything reached the file after all: nothing to report
         self.last_write = time.monotonic()
+
+    def set_error(self, err: BaseException) -> None:
+        """gpulog's threads: a write (or upload) failed; the next call on the caller's side raises it."""
+        with self._error_lock:
+            self.error = self.last_error = err
+
+    def take_error(self) -> Optional[BaseException]:
+        """The error to report, once (the caller raises it); None if there is none."""
+        if self.error is None:
+            return None
+        with self._error_lock:
+            err, self.error = self.error, None
+        return err
 
     def flush_now(self) -> None:
         """A flush barrier: write everything now (retrying a failed write at once)."""
@@ -401,6 +416,9 @@ def _drain_at_exit() -> None:
     if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
         e.barrier(OP_FLUSH, None, timeout=60.0)
         e.stop()
+        remote = sys.modules.get("gpulog._remote")  # loaded only for a remote log dir
+        if remote is not None:
+            remote.report_at_exit()
         lost = [sink for sink in list(e._dirty.values()) if sink.busy()]
         for sink in lost:
             nbytes = sum(len(p) for p in sink.pending)

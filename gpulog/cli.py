@@ -1,4 +1,5 @@
-"""``gpulog`` command line: ``inspect`` a logdir, run the ``demo``, run the ``bench``mark suite."""
+"""``gpulog`` command line: ``inspect`` a logdir, ``sync`` staged remote segments, run the ``demo``,
+run the ``bench``mark suite."""
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,8 @@ def _graph_value(data: bytes) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import os
-    if not os.path.isdir(args.logdir):
+    from ._remote import is_remote
+    if not is_remote(args.logdir) and not os.path.isdir(args.logdir):
         print(f"gpulog inspect: {args.logdir!r} is not a directory", file=sys.stderr)
         return 2
     import warnings
@@ -98,6 +100,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload the segments a remote log dir left staged (store outage, exit timeout, kill -9)."""
+    from ._remote import staging_root, sync, sync_folders
+    path = args.folder or staging_root()
+    folders = sync_folders(path)
+    if not folders:
+        print(f"gpulog sync: nothing staged under {path}")
+        return 0
+    failed = 0
+    for folder in folders:
+        done, problems = sync(folder, force=args.force)
+        for p in problems:
+            print(f"gpulog sync: {p}", file=sys.stderr)
+        failed += bool(problems)
+        if not problems:
+            print(f"gpulog sync: {folder}: {done} segment(s) uploaded")
+    return 1 if failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -147,6 +168,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     fmt.add_argument("--json", action="store_true", help="one JSON list of rows")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     p.set_defaults(fn=cmd_inspect)
+    p = sub.add_parser("sync", help="upload remote-log-dir segments left in the staging folder")
+    p.add_argument("folder", nargs="?", default=None,
+                   help="a staging folder, or the staging root (default: $GPULOG_STAGING_DIR or "
+                        "~/.cache/gpulog/staging)")
+    p.add_argument("--force", action="store_true", help="also folders of processes still running")
+    p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("demo", help="train a small model and log every summary kind")
     p.add_argument("--logdir", default="runs/gpulog-demo")
     p.add_argument("--steps", type=int, default=200)

@@ -90,12 +90,15 @@ class FileWriter:
     """Writes events to ``<log_dir>/events.out.tfevents.*``; thread-safe, never blocks on I/O."""
 
     def __init__(self, log_dir: Any, max_queue: int = 10, flush_secs: float = 120,
-                 filename_suffix: str = "", *, _purge_step: Optional[int] = None) -> None:
+                 filename_suffix: str = "", *, flush_timeout: float = 60.0,
+                 _purge_step: Optional[int] = None) -> None:
         try:
             max_queue = _convert.positive(max_queue, "max_queue", integer=True)
             flush_secs = _convert.positive(flush_secs, "flush_secs")
+            flush_timeout = _convert.positive(flush_timeout, "flush_timeout")
         except TypeError as err:  # a wrong type for these counts is a bad value, as before
             raise ValueError(str(err)) from None
+        self._flush_timeout = flush_timeout
         if not isinstance(filename_suffix, str):
             raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
         self._log_dir = _as_dir(log_dir)
@@ -110,7 +113,8 @@ class FileWriter:
         try:
             from . import _remote
             if _remote.is_remote(path):
-                sink: _worker.Sink = _remote.RemoteSink(path, self._max_queue, self._flush_secs)
+                sink: _worker.Sink = _remote.RemoteSink(path, self._max_queue, self._flush_secs,
+                                                        self._flush_timeout)
             else:
                 sink = _worker.Sink(path, self._max_queue, self._flush_secs)
         except OSError as err:
@@ -166,10 +170,18 @@ class FileWriter:
     def _report(sink: _worker.Sink) -> None:
         """Raise a write error the writer thread met — after the caller's own item was queued,
         so the call that surfaces it keeps its value."""
-        err = sink.error
+        err = sink.take_error()
         if err is not None:
-            sink.error = None
-            _raise_stored(err, sink.path)
+            _raise_stored(err, getattr(sink, "url", sink.path))
+
+    def _wait_uploaded(self, sink: _worker.Sink) -> None:
+        """Remote log dirs: until what the barrier sealed is in the store (bounded, see _remote)."""
+        wait = getattr(sink, "wait_uploaded", None)
+        if wait is not None:
+            try:
+                wait(sink.last_sealed(), self._flush_timeout)  # type: ignore[attr-defined]
+            except OSError as err:
+                raise WriterError(getattr(err, "errno", None), str(err), getattr(sink, "url", "")) from err
 
     def submit_scalar(self, tag: str, value: float, step: Optional[int], wall: float) -> None:
         sink = self._sink
@@ -232,6 +244,7 @@ class FileWriter:
             return
         self._engine.barrier(_worker.OP_FLUSH, sink)
         self._report(sink)  # surface a write error now
+        self._wait_uploaded(sink)
 
     def close(self) -> None:
         """Write everything queued and close the file; idempotent."""
@@ -243,9 +256,8 @@ class FileWriter:
         self._sink = None
         self._finalizer.detach()
         self._engine.barrier(_worker.OP_CLOSE, sink)
-        if sink.error is not None:
-            err, sink.error = sink.error, None
-            _raise_stored(err, sink.path)
+        self._report(sink)
+        self._wait_uploaded(sink)
 
     def close_async(self) -> None:
         """Close after everything queued is written, without waiting for it (sub-runs)."""

@@ -1,6 +1,7 @@
 """Read event files back: events with CRC checks, scalars per tag, runs of a logdir.
 
-Files are streamed (one record in memory at a time).  A truncated last record (a writer still
+Paths may be local or remote (``s3://``, ``gs://``, ``memory://``: any fsspec URL, as TensorBoard
+reads them).  Files are streamed (one record in memory at a time).  A truncated last record (a writer still
 appending, or a killed process) ends a file silently; a damaged record, or one that does not
 decode as an event, is skipped with a :class:`CorruptRecordWarning` naming the file and offset,
 and everything around it is kept (a damaged length stops that file).  Torch-free.
@@ -20,31 +21,86 @@ __all__ = ["CorruptRecordWarning", "event_files", "runs", "iter_events", "read_e
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+class _Local:
+    """The four filesystem calls the reader makes, on local paths (fsspec's names)."""
+
+    @staticmethod
+    def isfile(path: str) -> bool:
+        return os.path.isfile(path)
+
+    @staticmethod
+    def isdir(path: str) -> bool:
+        return os.path.isdir(path)
+
+    @staticmethod
+    def listdir(path: str) -> List[str]:
+        return [os.path.join(path, f) for f in os.listdir(path)]
+
+    @staticmethod
+    def open(path: str, mode: str = "rb") -> Any:
+        return open(path, mode)
+
+
+class _Remote:
+    def __init__(self, url: str) -> None:
+        from ._remote import filesystem
+        self.fs = filesystem(url)
+        self.scheme = url.partition("://")[0]
+
+    def _url(self, path: str) -> str:
+        return path if "://" in path else f"{self.scheme}://{path.lstrip('/') if self.scheme != 'memory' else path}"
+
+    def isfile(self, path: str) -> bool:
+        return bool(self.fs.isfile(path))
+
+    def isdir(self, path: str) -> bool:
+        return bool(self.fs.isdir(path))
+
+    def listdir(self, path: str) -> List[str]:
+        return [self._url(p) for p in self.fs.ls(path, detail=False)]
+
+    def open(self, path: str, mode: str = "rb") -> Any:
+        return self.fs.open(path, mode)
+
+
+def _fs(path: str) -> Any:
+    from ._remote import is_remote
+    return _Remote(path) if is_remote(path) else _Local()
+
+
 def event_files(path: PathLike) -> List[str]:
     """Event files of one run: ``path`` itself, or the ``*tfevents*`` files directly in it,
     in name order (the order TensorBoard reads them)."""
     path = os.fspath(path)
-    if os.path.isfile(path):
+    fs = _fs(path)
+    if fs.isfile(path):
         return [path]
-    return sorted(os.path.join(path, f) for f in os.listdir(path)
-                  if "tfevents" in f and os.path.isfile(os.path.join(path, f)))
+    return sorted(p for p in fs.listdir(path) if "tfevents" in p.rsplit("/", 1)[-1] and fs.isfile(p))
 
 
 def runs(logdir: PathLike) -> Dict[str, List[str]]:
     """``{run: event files}`` for every directory under ``logdir`` holding event files
     (run ``"."`` is ``logdir`` itself)."""
+    root = os.fspath(logdir).rstrip("/") or "/"
+    fs = _fs(root)
     out: Dict[str, List[str]] = {}
-    root = os.fspath(logdir)
-    for d, _, files in sorted(os.walk(root)):
-        if any("tfevents" in f for f in files):
-            out[os.path.relpath(d, root)] = event_files(d)
-    return out
+    todo = [root]
+    while todo:
+        d = todo.pop()
+        entries = fs.listdir(d)
+        if any("tfevents" in p.rsplit("/", 1)[-1] and fs.isfile(p) for p in entries):
+            rel = "." if d == root else d[len(root):].strip("/").replace("/", os.sep)
+            out[rel] = event_files(d)
+        todo += [p for p in entries if fs.isdir(p)]
+    return dict(sorted(out.items()))
 
 
 def iter_events(path: PathLike, check_crc: bool = True) -> Iterator[Event]:
     import warnings
+    path = os.fspath(path)
+    fs = _fs(path)
     for f in event_files(path):
-        with open(f, "rb") as fh:
+        with fs.open(f, "rb") as fh:
             for offset, payload in read_records(fh, f, check_crc):
                 try:
                     ev = parse_event(payload)

@@ -45,7 +45,7 @@ class SummaryWriter:
                  filename_suffix: str = "", *, logdir: Optional[Union[str, os.PathLike]] = None,
                  distributed: bool = False, distributed_sync_secs: float = 1.0,
                  distributed_timeout: float = 60.0, system_metrics: bool = False,
-                 system_metrics_interval: float = 10.0) -> None:
+                 system_metrics_interval: float = 10.0, flush_timeout: float = 60.0) -> None:
         if log_dir is None:
             log_dir = logdir
         if not log_dir:
@@ -59,6 +59,7 @@ class SummaryWriter:
         self.log_dir = log_dir
         self.purge_step = to_step(purge_step)
         self.max_queue, self.flush_secs, self.filename_suffix = max_queue, flush_secs, filename_suffix
+        self.flush_timeout = flush_timeout  # remote log dirs: how long flush()/close() wait for uploads
         self.file_writer: Optional[FileWriter] = None
         self.all_writers: Optional[Dict[str, FileWriter]] = None
         self._dist: Any = None
@@ -87,7 +88,7 @@ class SummaryWriter:
                 fw = cast(FileWriter, NullFileWriter(self.log_dir))
             else:
                 fw = FileWriter(self.log_dir, self.max_queue, self.flush_secs, self.filename_suffix,
-                                _purge_step=self.purge_step)
+                                flush_timeout=self.flush_timeout, _purge_step=self.purge_step)
             self.purge_step = None
             self.file_writer = fw
             self.all_writers = {fw.get_logdir(): fw}
@@ -190,7 +191,8 @@ class SummaryWriter:
         assert self.all_writers is not None
         fw = self.all_writers.get(path)
         if fw is None:
-            fw = FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix)
+            fw = FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix,
+                            flush_timeout=self.flush_timeout)
             self.all_writers[path] = fw
         return fw
 
@@ -274,7 +276,8 @@ class SummaryWriter:
             run_name = str(time.time())
         _check_sub_run(run_name, "run_name")
         logdir = os.path.join(self._get_file_writer().get_logdir(), run_name)
-        fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix)
+        fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix,
+                        flush_timeout=self.flush_timeout)
         now = time.time()
         # Tensor values on a CUDA device are staged in one asynchronous copy and filled in on the
         # writer thread (no wait here); everything else is encoded now.

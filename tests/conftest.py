@@ -12,6 +12,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Remote log dirs stage their segments here, not in the user's ~/.cache (children inherit it).
+if "GPULOG_STAGING_DIR" not in os.environ:
+    import tempfile
+    os.environ["GPULOG_STAGING_DIR"] = tempfile.mkdtemp(prefix="gpulog-test-staging-")
+
 # Helpers (tbcompare.py) sit beside the tests; only this folder is put on sys.path, never the
 # repository root, so `import kernels` keeps failing as it must.
 sys.path.insert(0, os.path.dirname(__file__))
