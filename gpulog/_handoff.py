@@ -13,11 +13,14 @@ and drains everything queued when it wakes, so at low rates an item reaches the 
 call and the writer encodes them in large batches, taking the GIL ~5 times per second instead of
 once per call.  Producers set the event for a ``flush()``/``close()`` barrier, for every payload
 item (a reduction or image to finish, worth overlapping with the caller), and when the backlog
-passes ``wake_items`` items.
+passes ``limit`` items.
 
-Memory is bounded: when more than ``max_items`` items or ``max_bytes`` payload bytes are pending,
-the producer waits (never drops) until the writer has caught up.  Payload bytes are counted under a
-lock, which only large items (arrays) pay for.
+Memory and lag are bounded: when more than ``limit`` items or ``max_bytes`` payload bytes are
+pending, the producer waits (never drops) until the writer has caught up.  ``limit`` follows the
+writer's measured throughput so that the queue holds about ``LAG_S`` of its work (between
+``MIN_LIMIT`` and ``max_items``): a ``kill -9`` then loses only the last moments' values, however
+fast the producer.  Payload bytes are counted under a lock, which only large items (arrays) pay
+for.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from typing import Any, Deque
 
 DEFAULT_MAX_ITEMS = 1 << 17          # ~25 MB of small scalar items
 DEFAULT_MAX_BYTES = 512 << 20         # payload bytes (histogram/image/tensor data) waiting to be encoded
+LAG_S = 0.05                          # the queue holds about this much of the writer's work
+MIN_LIMIT = 1024
 
 
 class Handoff:
@@ -39,7 +44,7 @@ class Handoff:
         self.poll_s = poll_s
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self.wake_items = max(1, max_items // 4)
+        self.limit = min(max_items, 16 * MIN_LIMIT)  # adapted by the writer (see adapt)
         self._bytes = 0
         self._bytes_lock = threading.Lock()
         self._space = threading.Condition(threading.Lock())
@@ -49,7 +54,7 @@ class Handoff:
         """Queue a small item (no payload accounting).  Lock-free unless the backlog is huge."""
         items = self.items
         items.append(item)
-        if len(items) >= self.wake_items:
+        if len(items) >= self.limit:
             self._backpressure()
 
     def put_payload(self, item: Any, nbytes: int) -> None:
@@ -61,7 +66,7 @@ class Handoff:
         # Payload work (a reduction to finish, an image to encode) is worth starting at once: the
         # writer overlaps it with the caller and returns the snapshot buffers sooner.
         self.wake.set()
-        if over or len(self.items) >= self.wake_items:
+        if over or len(self.items) >= self.limit:
             self._backpressure()
 
     def put_urgent(self, item: Any) -> None:
@@ -72,14 +77,19 @@ class Handoff:
     def _backpressure(self) -> None:
         self.wake.set()
         with self._space:
-            while len(self.items) >= self.max_items or self._bytes >= self.max_bytes:
+            while len(self.items) >= self.limit or self._bytes >= self.max_bytes:
                 self.wake.set()
-                self._space.wait(0.05)
+                self._space.wait(0.01)
 
     # -- consumer ------------------------------------------------------------------------------
     def release_bytes(self, nbytes: int) -> None:
         with self._bytes_lock:
             self._bytes -= nbytes
+
+    def adapt(self, done: int, seconds: float) -> None:
+        """Writer thread: ``done`` items took ``seconds``; size the queue to ~``LAG_S`` of that."""
+        if seconds > 0:
+            self.limit = int(min(self.max_items, max(MIN_LIMIT, done / seconds * LAG_S)))
 
     def notify_space(self) -> None:
         with self._space:

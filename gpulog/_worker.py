@@ -22,7 +22,10 @@ Guarantees
 * Forked children: a child's engine registers a ``multiprocessing`` finalizer, so children that
   end through ``multiprocessing`` (``os._exit()`` after the target returns: ``Process``, DataLoader
   workers) drain too.  A child that calls ``os._exit()`` itself must ``close()`` or ``flush()`` first.
-* SIGTERM (preemption by SLURM, Kubernetes): see :func:`install_sigterm_handler`.
+* SIGTERM (preemption by SLURM, Kubernetes) and Ctrl-C at exit: see ``_lifecycle``.
+* kill -9: the hand-off holds at most ~``MAX_LAG_S`` / 2 of the writer's work (its limit follows
+  the writer's measured throughput) and encoded records reach the OS at least every
+  ``MAX_LAG_S``, so a killed process loses at most the values of its last ~0.1 s.
 * Fork: the child gets a fresh engine (new queue, new thread on first use); sinks created by the
   parent are detached in the child, so it never writes into the parent's file.
 """
@@ -44,6 +47,7 @@ from ._record import frame
 
 OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL, OP_MULTI, OP_STOP = range(8)
 RETRY_S = 0.2          # after a failed write, the next attempt waits this long (or a flush/close)
+MAX_LAG_S = 0.1        # under sustained load, records reach the OS at least this often
 WRITE_CHUNK = 1 << 20  # bytes joined per os.write: a backlog is never copied whole
 
 
@@ -215,6 +219,7 @@ class Engine:
                     t = threading.Thread(target=self._run, name="gpulog-writer", daemon=True)
                     t.start()
                     self._thread = t
+                    from ._lifecycle import install_sigterm_handler
                     install_sigterm_handler()
 
     def barrier(self, op: int, sink: Optional[Sink], timeout: Optional[float] = None) -> bool:
@@ -252,7 +257,7 @@ class Engine:
         popleft = items.popleft
         dirty = self._dirty
         released = 0
-        checked = time.monotonic()
+        checked = started = time.monotonic()
         n = 0
         while items:
             item = popleft()
@@ -292,19 +297,20 @@ class Engine:
             n += 1
             if n & 1023 == 0:
                 now = time.monotonic()
-                if now - checked > 0.05:
+                self.handoff.adapt(n, now - started)
+                if now - checked > 0.02:
                     checked = now
                     self._write_due(now)
                     if released:
                         self.handoff.release_bytes(released)
                         released = 0
-                    self.handoff.notify_space()
+                self.handoff.notify_space()
         if released:
             self.handoff.release_bytes(released)
 
     def _write_due(self, now: float) -> None:
         for sink in list(self._dirty.values()):
-            if now - sink.last_write >= sink.flush_secs:
+            if now - sink.last_write >= min(sink.flush_secs, MAX_LAG_S):
                 sink.write_pending()
 
     def _write_dirty(self, force: bool = False) -> None:
@@ -401,7 +407,7 @@ def _register_child_finalizer() -> None:
     if mp is None or (mp.current_process().name == "MainProcess" and os.getpid() == _first_pid):
         return
     from multiprocessing import util
-    util.Finalize(None, _drain_at_exit, exitpriority=100)
+    util.Finalize(None, drain_at_exit, exitpriority=100)
 
 
 def register_owner(owner: Any) -> None:
@@ -409,13 +415,22 @@ def register_owner(owner: Any) -> None:
     _live_sinks.add(owner)
 
 
-def _drain_at_exit() -> None:
+def drain_at_exit() -> None:
     """Write everything queued, stop and join the writer thread, and report on stderr whatever
-    could not be written (a full disk at exit must not pass silently)."""
+    could not be written (a full disk at exit must not pass silently).  Ctrl-C cannot cut it
+    short (``_lifecycle.sigint_deferred``)."""
+    from ._lifecycle import sigint_deferred
     e = _engine
-    if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
-        e.barrier(OP_FLUSH, None, timeout=60.0)
-        e.stop()
+    if e is None or e._thread is None or not e._thread.is_alive() or e.pid != os.getpid():
+        return
+    with sigint_deferred(f"writing {len(e.handoff.items)} queued items"):
+        while True:
+            try:
+                e.barrier(OP_FLUSH, None, timeout=60.0)
+                e.stop()
+                break
+            except KeyboardInterrupt:  # arrived before the deferral took effect: keep draining
+                continue
         remote = sys.modules.get("gpulog._remote")  # loaded only for a remote log dir
         if remote is not None:
             remote.report_at_exit()
@@ -428,70 +443,24 @@ def _drain_at_exit() -> None:
                              "attempts)\n")
 
 
-_sigterm_installed = False
+def flush_all(timeout: float = 60.0) -> None:
+    """Write everything queued so far to every event file (the writer keeps running)."""
+    e = _engine
+    if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
+        e.barrier(OP_FLUSH, None, timeout=timeout)
 
 
-def install_sigterm_handler() -> bool:
-    """Drain every event file before the process dies of SIGTERM (how SLURM and Kubernetes
-    preempt jobs), so nothing whose ``add_*`` returned is lost.
-
-    Installed by the first writer when called from the main thread and the current handler is
-    the default or a Python function; never over ``SIG_IGN`` or a handler installed later by
-    someone else.  Over the default it drains (on a helper thread), then restores the default and
-    re-raises SIGTERM, so the exit status still reads "killed by SIGTERM"; an ``add_*`` called
-    after the signal waits for that end instead of returning, so every call that returned is
-    written.  Over a Python handler (a framework's, e.g. Lightning's SLURM requeue) it calls that
-    handler at once: if it exits, the ``atexit`` drain writes everything.  ``GPULOG_SIGTERM=0``
-    opts out; with a handler of your own installed later, call ``writer.flush()`` in it.  Returns
-    whether it installed.
-    """
-    global _sigterm_installed
-    import signal
-    if _sigterm_installed or os.environ.get("GPULOG_SIGTERM", "1") == "0" or not hasattr(signal, "SIGTERM"):
-        return False
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL and not callable(previous):
-        return False
-
-    drained = threading.Event()
-    draining: List[bool] = []
-
-    def drain_then_die() -> None:
-        _drain_at_exit()
-        drained.set()
-        os.kill(os.getpid(), signal.SIGTERM)  # back in the main thread: the branch below
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        # Runs in the main thread between two bytecodes, possibly while it holds one of the
-        # hand-off's locks (inside Event.set(), say): so it takes no lock itself and the drain
-        # runs on a helper thread, which then re-sends SIGTERM.
-        if callable(previous):
-            previous(signum, frame)  # the framework's own handling; exits drain through atexit
-            return
-        if drained.is_set():
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        if not draining:
-            draining.append(True)
-            # From here on an add_* never returns: it waits for the end, so every call that did
-            # return is covered by the drain.  (Instance attributes shadow the hand-off's methods;
-            # an assignment takes no lock.)
-            e = _engine
-            if e is not None:
-                def blocked(*args: Any) -> None:
-                    drained.wait()
-                e.handoff.put = e.handoff.put_payload = blocked  # type: ignore[method-assign,assignment]
-            threading.Thread(target=drain_then_die, name="gpulog-sigterm", daemon=True).start()
-
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except (ValueError, OSError):  # not the main interpreter, or an embedded one
-        return False
-    _sigterm_installed = True
-    return True
+def block_new_items(wait: Any) -> None:
+    """From now on every ``add_*`` waits on ``wait()`` instead of queuing (SIGTERM: the process
+    ends once the drain is done, so a call that returned is a call that was written).  Instance
+    attributes shadow the hand-off's methods: an assignment takes no lock."""
+    e = _engine
+    if e is not None:
+        def blocked(*args: Any) -> None:
+            wait()
+            while True:  # the process is ending: this call must never return unwritten
+                time.sleep(3600)
+        e.handoff.put = e.handoff.put_payload = blocked  # type: ignore[method-assign,assignment]
 
 
 def _after_fork_in_child() -> None:
@@ -504,6 +473,6 @@ def _after_fork_in_child() -> None:
         owner._detach_after_fork()
 
 
-atexit.register(_drain_at_exit)
+atexit.register(drain_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -188,8 +188,8 @@ def test_import_starts_nothing():
 def test_bounded_backlog_blocks_instead_of_dropping(tmp_path):
     from gpulog import _worker
     h = _worker.engine().handoff
-    old = h.max_items, h.wake_items
-    h.max_items, h.wake_items = 64, 16
+    old = h.max_items, h.limit
+    h.max_items, h.limit = 64, 64  # the writer's adaptive limit never exceeds max_items
     try:
         w = gpulog.SummaryWriter(tmp_path)
         for i in range(5000):
@@ -197,7 +197,7 @@ def test_bounded_backlog_blocks_instead_of_dropping(tmp_path):
             assert len(h.items) <= 64 + 1
         w.close()
     finally:
-        h.max_items, h.wake_items = old
+        h.max_items, h.limit = old
     assert len(read_scalars(tmp_path)["x"]) == 5000
 
 
