@@ -12,6 +12,14 @@ from typing import Any
 import numpy as np
 
 
+REDUCE_OPS = ("mean", "sum", "min", "max", None)  # how add_scalar combines ranks (distributed=True)
+
+
+def bad_reduce(reduce: Any) -> None:
+    raise ValueError(f"reduce must be one of 'mean', 'sum', 'min', 'max' or None (rank 0's value), got "
+                     f"{reduce!r:.40}; it says how distributed=True combines the ranks' values")
+
+
 def is_tensor(x: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)

@@ -31,6 +31,9 @@ Number = Union[int, float]
 LIVE_WRITERS: "weakref.WeakValueDictionary[int, SummaryWriter]" = weakref.WeakValueDictionary()
 _WRITER_IDS = itertools.count(1)
 _FLOAT_MAX = 1.7976931348623157e308
+_MEAN = "mean"
+REDUCE_OPS = _convert.REDUCE_OPS
+_bad_reduce = _convert.bad_reduce
 
 
 class SummaryWriter:
@@ -119,10 +122,12 @@ class SummaryWriter:
     # -- scalars -------------------------------------------------------------------------------
     def add_scalar(self, tag: str, scalar_value: Any, global_step: Optional[int] = None,
                    walltime: Optional[float] = None, new_style: bool = False,
-                   double_precision: bool = False, *, reduce: Optional[str] = "mean") -> None:
+                   double_precision: bool = False, *, reduce: Optional[str] = _MEAN) -> None:
         """Log one number.  A CUDA tensor is copied asynchronously (no device sync).  Inside
         ``torch.compile`` (and CUDA graphs) this is one opaque op: README, "Logging in compiled
         steps"."""
+        if reduce is not _MEAN and reduce not in REDUCE_OPS:
+            _bad_reduce(reduce)
         t = type(scalar_value)
         # Python numbers (the fast path) skip both checks: inside a compiled step the value is a
         # tensor, and only a CUDA tensor can be logged during a CUDA-graph capture.
@@ -161,9 +166,11 @@ class SummaryWriter:
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: Dict[str, Any],
                     global_step: Optional[int] = None, walltime: Optional[float] = None,
-                    *, reduce: Optional[str] = "mean") -> None:
+                    *, reduce: Optional[str] = _MEAN) -> None:
         """One sub-run per key, ``<log_dir>/<main_tag with '/'→'_'>_<key>``, as torch names them."""
         main_tag = _convert.check_tag(main_tag, "main_tag")
+        if reduce is not _MEAN and reduce not in REDUCE_OPS:
+            _bad_reduce(reduce)
         if not isinstance(tag_scalar_dict, dict):
             raise TypeError(f"tag_scalar_dict must be a dict of {{name: number}}, got "
                             f"{type(tag_scalar_dict).__name__}")
@@ -510,7 +517,7 @@ class SummaryWriter:
         from ._encode import graph as enc_graph
         from ._transfer import Ready
         wall = time.time()
-        graph = enc_graph.onnx_graph_def(onnx.load(prototxt))  # read at the call: the file may change
+        graph = enc_graph.onnx_graph_def(_load_onnx(onnx, prototxt))  # read at the call: it may change
         if self._skip_non_writer():
             return
         fw = self._get_file_writer()
@@ -573,6 +580,37 @@ class SummaryWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _load_onnx(onnx: Any, prototxt: Any) -> Any:
+    """The ONNX model at ``prototxt`` (a path, or a binary file object), checked at the call: an
+    int is not a path (``onnx.load`` would read that file descriptor), an empty or undecodable
+    file is not a model."""
+    if isinstance(prototxt, (str, os.PathLike)):
+        try:
+            with open(prototxt, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise type(err)(err.errno, f"add_onnx_graph cannot read prototxt ({err.strerror})",
+                            os.fspath(prototxt)) from err
+    elif hasattr(prototxt, "read") and not isinstance(prototxt, (int, bool)):
+        data = prototxt.read()
+    else:
+        raise TypeError(f"prototxt must be the path of an .onnx file (or a binary file object), "
+                        f"got {type(prototxt).__name__} ({prototxt!r:.40})")
+    if not data:
+        raise ValueError(f"prototxt {prototxt!r:.80} is empty: export the model first "
+                         "(torch.onnx.export) and pass that file")
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ValueError(f"prototxt {prototxt!r:.80} is not an ONNX model ({type(err).__name__}: "
+                         f"{err}); pass a file written by torch.onnx.export or onnx.save") from err
+    g = model.graph
+    if not (len(g.node) or len(g.input) or len(g.output)):
+        raise ValueError(f"prototxt {prototxt!r:.80} holds no graph (no node, input or output); pass "
+                         "a file written by torch.onnx.export or onnx.save")
+    return model
 
 
 def _check_sub_run(name: Any, what: str) -> str:

@@ -65,3 +65,35 @@ def test_numpy_numbers_where_python_numbers_work(tmp_path):
     acc = accumulate(tmp_path)
     assert acc.Scalars("s")[0].step == 5
     assert len(acc.Tensors("pr")) == 1 and len(acc.Audio("a")) == 1 and len(acc.Images("v")) == 1
+
+
+@pytest.mark.parametrize("bad", ["empty-file", "fd-number", "not-onnx"])
+def test_add_onnx_graph_rejects_what_is_not_an_onnx_model(tmp_path, bad):
+    """Issue #18.12: an empty .onnx file was accepted (an empty graph written), and
+    add_onnx_graph(5) opened file descriptor 5."""
+    pytest.importorskip("onnx")
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"" if bad == "empty-file" else b"\x08\x07garbage that is no model")
+    arg = 5 if bad == "fd-number" else str(path)
+    with gpulog.SummaryWriter(tmp_path / "run") as w:
+        w.add_scalar("before", 1.0, 0)
+        with pytest.raises((ValueError, TypeError), match="prototxt"):
+            w.add_onnx_graph(arg)
+        w.add_scalar("after", 2.0, 1)
+    assert read_scalars(tmp_path / "run") == {"before": [(0, 1.0)], "after": [(1, 2.0)]}
+    assert not any(e.has_graph for e in gpulog.read_events(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("call", [
+    lambda w: w.add_scalar("s", 1.0, 0, reduce="median"),
+    lambda w: w.add_scalar("s", torch.tensor(1.0), 0, reduce="avg"),
+    lambda w: w.add_scalars("m", {"a": 1.0}, 0, reduce="median"),
+])
+def test_reduce_is_validated_without_distributed(tmp_path, call):
+    """Issue #18.7: reduce= was checked only on a multi-rank job, so a typo passed silently
+    until the job ran on several ranks."""
+    with gpulog.SummaryWriter(tmp_path) as w:
+        with pytest.raises(ValueError, match="reduce"):
+            call(w)
+        w.add_scalar("after", 2.0, 1)
+    assert read_scalars(tmp_path) == {"after": [(1, 2.0)]}

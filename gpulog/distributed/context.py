@@ -69,8 +69,8 @@ class RankContext:
     def add_scalar(self, tag: str, value: Any, step: Optional[int], wall: float,
                    reduce: Optional[str], new_style: bool, double_precision: bool,
                    target: Any) -> None:
-        if reduce not in packing.REDUCE_OPS:
-            raise ValueError(f"reduce must be one of 'mean', 'sum', 'min', 'max' or None, got {reduce!r}")
+        if reduce not in _convert.REDUCE_OPS:
+            _convert.bad_reduce(reduce)
         v = self._value(value)
         s, m = packing.scalar_parts(v, reduce, self.is_writer)
         self._queue(Entry("scalar", tag, step, wall, reduce, s, m, (new_style, double_precision), target))
