@@ -46,13 +46,18 @@ POLL_S = 0.1
 
 
 def add_scalar(writer: Any, tag: str, value: Any, global_step: Any, walltime: Any, new_style: bool,
-               double_precision: bool) -> None:
-    """``SummaryWriter.add_scalar`` while dynamo traces: checks (at trace time) and one op."""
+               double_precision: bool, reduce: Optional[str] = "mean") -> None:
+    """``SummaryWriter.add_scalar`` while dynamo traces: checks (at trace time) and one op.
+    A Python number (the learning rate) becomes a 0-d float64 tensor of the graph."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # zeros() + value, not torch.tensor(value): the latter specialises the float, so each new
+        # learning rate would recompile; an addition keeps it a dynamic input (exact: 0.0 + x == x).
+        value = torch.zeros((), dtype=torch.float64) + value
     _check(tag, value, walltime, "scalar_value")
     if value.numel() != 1:
         raise ValueError(f"scalar_value must hold exactly one element, got shape {tuple(value.shape)}")
     torch.ops.gpulog.log_scalar(value, _step(global_step, value), tag, _writer_id(writer),
-                                bool(new_style), bool(double_precision))
+                                bool(new_style), bool(double_precision), reduce)
 
 
 def add_histogram(writer: Any, tag: str, values: Any, global_step: Any, bins: Any, walltime: Any,
@@ -88,6 +93,12 @@ def _step(global_step: Any, value: torch.Tensor) -> Optional[torch.Tensor]:
                              "keep the step tensor on the value's device (a CUDA graph cannot read "
                              "host memory)")
         return global_step
+    if isinstance(global_step, bool) or not isinstance(global_step, int):
+        raise TypeError(f"global_step must be an int, an integer tensor or None inside a compiled "
+                        f"step, got {type(global_step).__name__}")
+    if not -2**63 <= global_step <= 2**63 - 1:
+        raise ValueError(f"global_step must fit in int64 (-2**63 .. 2**63-1), got {global_step}; "
+                         "TensorBoard stores steps as int64")
     # A Python int: a fill kernel, no host-to-device copy (dynamo makes the int dynamic after its
     # first change, so a new step does not recompile).
     return torch.full((), global_step, dtype=torch.int64, device=value.device)
@@ -199,13 +210,13 @@ def _host_step(writer_id: int, tag: str, kind: str, step: Optional[torch.Tensor]
 
 # -- the ops -------------------------------------------------------------------------------------
 def log_scalar(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
-               new_style: bool, double_precision: bool) -> None:
+               new_style: bool, double_precision: bool, reduce: Optional[str] = "mean") -> None:
     """One execution's scalar into the ring of (writer, tag) on ``value``'s device."""
     if value.device.type != "cuda":  # the host runs this body at every execution: log directly
         writer = _WRITERS.get(writer_id)
         if writer is not None:
             writer.add_scalar(tag, value.detach(), _host_step(writer_id, tag, "scalar", step),
-                              new_style=new_style, double_precision=double_precision)
+                              new_style=new_style, double_precision=double_precision, reduce=reduce)
         return
     ring = _ring(writer_id, tag, "scalar", value.device, 1, (new_style, double_precision))
     ring.write(value.detach().reshape(1), step)
@@ -237,7 +248,7 @@ def log_histogram(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, 
 # of dispatch where torch.library.custom_op's wrapper layers cost ~10 µs.
 _LIB = torch.library.Library("gpulog", "DEF")
 _LIB.define("log_scalar(Tensor value, Tensor? step, str tag, int writer_id, bool new_style, "
-            "bool double_precision) -> ()")
+            "bool double_precision, str? reduce=\"mean\") -> ()")
 _LIB.define("log_histogram(Tensor values, Tensor? step, str tag, int writer_id, int? max_bins) -> ()")
 _LIB.impl("log_scalar", log_scalar, "CompositeExplicitAutograd")
 _LIB.impl("log_histogram", log_histogram, "CompositeExplicitAutograd")
@@ -245,7 +256,7 @@ _LIB.impl("log_histogram", log_histogram, "CompositeExplicitAutograd")
 
 @torch.library.register_fake("gpulog::log_scalar", lib=_LIB)
 def _log_scalar_fake(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
-                     new_style: bool, double_precision: bool) -> None:
+                     new_style: bool, double_precision: bool, reduce: Optional[str] = "mean") -> None:
     return None
 
 

@@ -60,6 +60,7 @@ class SummaryWriter:
             stamp = datetime.now().strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + str(comment))
         self.log_dir = log_dir
+        _bind_is_compiling()  # torch may have been imported after this module
         self.purge_step = to_step(purge_step)
         self.max_queue, self.flush_secs, self.filename_suffix = max_queue, flush_secs, filename_suffix
         self.flush_timeout = flush_timeout  # remote log dirs: how long flush()/close() wait for uploads
@@ -129,13 +130,13 @@ class SummaryWriter:
         if reduce is not _MEAN and reduce not in REDUCE_OPS:
             _bad_reduce(reduce)
         t = type(scalar_value)
-        # Python numbers (the fast path) skip both checks: inside a compiled step the value is a
-        # tensor, and only a CUDA tensor can be logged during a CUDA-graph capture.
-        if t is not float and t is not int and (
-                _compiling() or _convert.is_cuda_tensor(scalar_value) and _capturing()):
-            from . import _compiled  # one opaque op / a ring write that every replay repeats
+        # Inside a compiled step (Python numbers too: the learning rate), and for a CUDA tensor on
+        # a capturing stream, the call is one opaque op / a ring write that every replay repeats.
+        if _IS_COMPILING() or (t is not float and t is not int and _convert.is_cuda_tensor(scalar_value)
+                               and _capturing()):
+            from . import _compiled
             return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
-                                        double_precision)
+                                        double_precision, reduce)
         if type(tag) is not str or not tag.isascii():
             tag = _convert.check_tag(tag)
         if global_step is not None and (type(global_step) is not int
@@ -392,7 +393,7 @@ class SummaryWriter:
         For CUDA ``values`` nothing waits for the device, whatever ``bins`` is; numpy's estimator
         strings ('auto', 'fd', ...) need the data's quantiles, so with those the data is copied
         asynchronously to the host and binned on the writer thread (README: "CUDA tensors")."""
-        if _compiling() or _convert.is_cuda_tensor(values) and _capturing():
+        if _IS_COMPILING() or _convert.is_cuda_tensor(values) and _capturing():
             from . import _compiled  # one opaque op / a ring write that every replay repeats
             return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         from ._reduce import histogram as red
@@ -624,10 +625,22 @@ def _check_sub_run(name: Any, what: str) -> str:
     return name
 
 
-def _compiling() -> bool:
-    """True while dynamo traces the caller (torch is loaded by then; never imported here)."""
+def _not_compiling() -> bool:
+    return False
+
+
+def _bind_is_compiling() -> None:
+    """Point ``_IS_COMPILING`` at ``torch.compiler.is_compiling`` once torch is loaded (this module
+    never imports it).  Dynamo folds that very function object to True while it traces, so the
+    check costs one call in eager code and nothing in a compiled graph."""
+    global _IS_COMPILING
     torch = sys.modules.get("torch")
-    return torch is not None and torch.compiler.is_compiling()
+    if torch is not None and _IS_COMPILING is _not_compiling:
+        _IS_COMPILING = torch.compiler.is_compiling
+
+
+_IS_COMPILING: Any = _not_compiling
+_bind_is_compiling()
 
 
 def _capturing() -> bool:

@@ -139,6 +139,18 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
                     store.set("test/rank0-done", "1")
                 else:  # busy elsewhere (no logging) until rank 0 has given up on it
                     store.wait(["test/rank0-done"])
+        elif scenario == "compiled-reduce":
+            # add_scalar with reduce= inside a fullgraph compiled step, on every rank
+            @torch.compile(fullgraph=True, backend="eager")
+            def step(x, i):
+                w.add_scalar("sum", x, i, reduce="sum")
+                w.add_scalar("max", x, i, reduce="max")
+                w.add_scalar("min", x, i, reduce="min")
+                w.add_scalar("rank0", x, i, reduce=None)
+                w.add_scalar("mean", x, i)
+                return x * 2
+            for i in range(3):
+                step(torch.tensor(float(rank + 1 + i)), torch.tensor(i))
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)

@@ -187,3 +187,48 @@ def test_bad_max_bins_raise_where_the_step_is_traced(tmp_path, monkeypatch):
         w.add_scalar("after", 1.0, 1)
         w.close()
     assert sorted(run_snapshots(str(tmp_path))["."]) == ["scalar/after"]
+
+
+@pytest.mark.parametrize("step_kind", ["tensor", "int", "none"])
+def test_python_numbers_log_inside_a_fullgraph_step(tmp_path, step_kind):
+    """Issue #18.8: logging the learning rate (a Python float) inside a fullgraph step failed to
+    compile (the Python-number fast path called time.time() and int(step))."""
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    w = gpulog.SummaryWriter(str(tmp_path))
+    model = _model()
+
+    @torch.compile(fullgraph=True, backend=counter)
+    def step(x, y, lr, i):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        w.add_scalar("loss", loss, i)
+        w.add_scalar("lr", lr, i)
+        w.add_scalar("const", 7, i)
+        return loss
+
+    lrs = [0.1, 0.05, 0.025, 0.0125, 0.00625]
+    for i, ((x, y), lr) in enumerate(zip(_data(5), lrs)):
+        step(x, y, lr, {"tensor": torch.tensor(i), "int": i, "none": None}[step_kind])
+    w.close()
+    snap = run_snapshots(str(tmp_path))["."]
+    assert snap["scalar/lr"] == [(i, float(np.float32(lr))) for i, lr in enumerate(lrs)]
+    assert snap["scalar/const"] == [(i, 7.0) for i in range(5)]
+    assert counter.frame_count <= 2
+
+
+def test_out_of_range_step_inside_a_compiled_step_is_a_clear_error(tmp_path):
+    """Issue #18.12: a step of 2**70 inside a compiled step gave an unreadable fake-tensor error."""
+    torch._dynamo.reset()
+    w = gpulog.SummaryWriter(str(tmp_path))
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def step(x):
+        w.add_scalar("loss", x.sum(), 2**70)
+        return x
+
+    with pytest.raises(Exception, match="global_step must fit in int64") as info:
+        step(torch.ones(3))
+    assert "FakeTensor" not in str(info.value)
+    w.add_scalar("after", 1.0, 1)
+    w.close()
+    assert run_snapshots(str(tmp_path))["."]["scalar/after"] == [(1, 1.0)]

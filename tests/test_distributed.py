@@ -193,3 +193,18 @@ def test_lightning_ddp_rank0_only_logger(tmp_path, mode):
     from gpulog.reader import read_scalars
     loss = read_scalars(tmp_path / "logs" / "version_0")["loss"]
     assert [s for s, _ in loss] == list(range(10)) and all(np.isfinite(v) for _, v in loss)
+
+
+def test_compiled_steps_honour_reduce(tmp_path):
+    """Issue #18.7: inside a compiled step with distributed=True, reduce='sum'/'max' gave the
+    mean.  Oracle: numpy over the values every rank logged."""
+    world = 2
+    logdir, results = spawn(tmp_path, world, "compiled-reduce")
+    assert all("error" not in r for r in results), results
+    acc = accumulate(logdir)
+    for i in range(3):
+        vals = [float(r + 1 + i) for r in range(world)]
+        want = {"sum": np.sum(vals), "max": np.max(vals), "min": np.min(vals), "rank0": vals[0],
+                "mean": np.mean(vals)}
+        got = {tag: [e for e in acc.Scalars(tag) if e.step == i][0].value for tag in want}
+        assert got == pytest.approx(want), (i, got)
