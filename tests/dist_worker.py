@@ -151,6 +151,15 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
                 return x * 2
             for i in range(3):
                 step(torch.tensor(float(rank + 1 + i)), torch.tensor(i))
+        elif scenario in ("diverge-late", "raise-late"):
+            # ten identical steps, then rank 1 logs an extra tag, or raises and exits
+            for step in range(10):
+                w.add_scalar("loss", scalar(rank, step), step)
+                if scenario == "raise-late" and rank == 1 and step == 5:
+                    raise RuntimeError("rank 1 failed in its training step")
+            if rank == 1:
+                w.add_scalar("acc", 1.0, 10)
+            w.add_scalar("loss", scalar(rank, 10), 10)
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)

@@ -208,3 +208,20 @@ def test_compiled_steps_honour_reduce(tmp_path):
                 "mean": np.mean(vals)}
         got = {tag: [e for e in acc.Scalars(tag) if e.step == i][0].value for tag in want}
         assert got == pytest.approx(want), (i, got)
+
+
+@pytest.mark.parametrize("scenario", ["diverge-late", "raise-late"])
+def test_divergence_still_writes_what_every_rank_logged_before_it(tmp_path, scenario):
+    """Issue #18.9: when a rank logs an extra tag or raises (and exits), every rank gets the
+    error, and the steps every rank had logged identically before it are written (they were
+    thrown away: 0 scalars).  Oracle: numpy's mean of the values every rank logged."""
+    world = 2
+    logdir, results = spawn(tmp_path, world, scenario)
+    assert "ValueError" in results[0].get("error", ""), results
+    acc = accumulate(logdir)
+    agreed = 10 if scenario == "diverge-late" else 6
+    got = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in got] == list(range(agreed))
+    assert [v for _, v in got] == pytest.approx([np.mean([dist_worker.scalar(r, s) for r in range(world)])
+                                                 for s in range(agreed)])
+    assert "written" in results[0]["error"]

@@ -126,3 +126,13 @@ def test_histogram_parts_keep_nan_out_of_the_extremes():
     _, m = packing.histogram_parts(counts, finite, edges)
     assert m.tolist()[2:] == edges.tolist()
     assert np.array_equal(s0[:3].numpy(), [1, 2, 3])
+
+
+def test_common_prefix_of_the_ranks_signature_lists():
+    a = [("scalar", "loss", 0, "mean", 1, 0), ("scalar", "loss", 1, "mean", 1, 0)]
+    b = a[:1] + [("scalar", "acc", 1, "mean", 1, 0)]
+    assert protocol.common_prefix([a, a]) == 2
+    assert protocol.common_prefix([a, b]) == 1
+    assert protocol.common_prefix([a, a[:1]]) == 1
+    assert protocol.common_prefix([a, None]) == 0  # a rank that did not answer: nothing is safe
+    assert protocol.common_prefix([b[1:], a]) == 0

@@ -181,10 +181,7 @@ class RankContext:
             self.bytes_synced += t.numel() * t.element_size()
         if final:
             self._settle()
-            for works, *_ in self.inflight:
-                for w in works:
-                    self._wait(w)
-            self.inflight = []
+            self._wait_inflight()
 
     def _settle(self) -> None:
         if self.prev is None:
@@ -196,9 +193,27 @@ class RankContext:
             gathered = protocol.exchange(self.store, self.prefix, seq, self.rank, self.world, sigs,
                                          self.timeout)
             message = protocol.describe(gathered)
+            agreed = protocol.common_prefix(gathered)
+            if agreed:
+                # Every rank holds every list, so every rank computes the same prefix and issues
+                # the same collectives for it: what all ranks logged alike is still written.
+                self._reduce_and_deliver(entries[:agreed])
+                self._wait_inflight()
+                message += (f" The {agreed} item(s) every rank logged alike before it were written; "
+                            "nothing after it was.")
             self.failed = message
             raise ValueError(message)
         self.schedule.adopt(protocol.proposal_of(t))
+        self._reduce_and_deliver(entries)
+
+    def _wait_inflight(self) -> None:
+        for works, *_ in self.inflight:
+            for w in works:
+                self._wait(w)
+        self.inflight = []
+
+    def _reduce_and_deliver(self, entries: List[Entry]) -> None:
+        """Launch the packed SUM and MAX collectives of ``entries``; rank 0 queues their events."""
         sum_buf = packing.pack([e.sum_part for e in entries], self.device)
         max_buf = packing.pack([e.max_part for e in entries], self.device)
         works = []

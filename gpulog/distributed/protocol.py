@@ -55,6 +55,17 @@ def exchange(store: Any, prefix: str, seq: int, rank: int, world: int, sigs: Seq
     return out
 
 
+def common_prefix(gathered: Sequence[Optional[Sequence[Signature]]]) -> int:
+    """How many leading signatures every rank's list shares (0 if a rank did not answer)."""
+    if not gathered or any(g is None for g in gathered):
+        return 0
+    lists = [list(g) for g in gathered if g is not None]
+    n = 0
+    while all(n < len(g) for g in lists) and all(g[n] == lists[0][n] for g in lists[1:]):
+        n += 1
+    return n
+
+
 def describe(gathered: Sequence[Optional[Sequence[Signature]]]) -> str:
     """The first difference between rank 0's list and another rank's, in words."""
     fmt = lambda s: "nothing" if s is None else f"{s[0]} {s[1]!r} at step {s[2]} (reduce={s[3]!r})"  # noqa: E731
