@@ -12,7 +12,9 @@ wall time is the sampling time:
   the index as this process numbers it.
 * ``system/gpu<i>/torch_{allocated,reserved,peak}_mib`` from torch's caching allocator, only once
   the process has initialised CUDA itself (the sampler never initialises CUDA).
-* ``system/host/{cpu_pct, memory_used_pct, process_rss_mib}`` from ``/proc`` (Linux).
+* ``system/host/{cpu_pct, memory_used_pct, process_rss_mib}`` from psutil on every platform
+  (``pip install 'gpulog[system]'``), else from ``/proc`` on Linux; elsewhere, without psutil,
+  one warning says how to get them.
 
 Without NVML (a CPU machine, a container without the driver, MIG devices) one warning is issued
 and the host metrics are still logged.  Under ``distributed=True`` every rank samples its own
@@ -105,10 +107,22 @@ def torch_allocator_sample() -> Sample:
 
 
 class HostSource:
-    """CPU use of the whole host (from /proc/stat deltas), memory in use, this process's RSS."""
+    """CPU use of the whole host, memory in use and this process's RSS: from psutil where it is
+    installed (every platform), else from ``/proc`` (Linux); neither: one warning, no host keys."""
 
     def __init__(self) -> None:
-        self._last = self._cpu_times()
+        try:
+            import psutil
+            self.psutil: Any = psutil
+            self._process = psutil.Process()
+            psutil.cpu_percent(interval=None)  # primes the counter: later calls give the delta
+        except ImportError:
+            self.psutil = None
+        self._last = None if self.psutil is not None else self._cpu_times()
+        if self.psutil is None and self._last is None:
+            warnings.warn("gpulog system metrics: host metrics need psutil on this platform "
+                          "(pip install 'gpulog[system]'); logging GPU metrics only",
+                          RuntimeWarning, stacklevel=_USER_LEVEL)
 
     @staticmethod
     def _cpu_times() -> Optional[List[int]]:
@@ -119,6 +133,13 @@ class HostSource:
             return None
 
     def sample(self) -> Sample:
+        if self.psutil is not None:
+            return {"host/cpu_pct": float(self.psutil.cpu_percent(interval=None)),
+                    "host/memory_used_pct": float(self.psutil.virtual_memory().percent),
+                    "host/process_rss_mib": self._process.memory_info().rss / 2**20}
+        return self._sample_proc()
+
+    def _sample_proc(self) -> Sample:
         out: Sample = {}
         now = self._cpu_times()
         if now and self._last:
@@ -155,11 +176,13 @@ class Sampler:
 
     def __init__(self, sources: List[Callable[[], Sample]], emit: Callable[[int, Sample], None],
                  interval: float, clock: Callable[[], float] = time.monotonic,
-                 step: Optional[Callable[[], int]] = None) -> None:
+                 step: Optional[Callable[[], int]] = None,
+                 wait: Optional[Callable[[float], bool]] = None) -> None:
         if not isinstance(interval, (int, float)) or interval <= 0:
             raise ValueError(f"system_metrics_interval must be a positive number of seconds, got {interval!r}")
         self.sources, self.emit, self.interval, self.clock = sources, emit, float(interval), clock
         self._stop = threading.Event()
+        self._wait = wait or self._stop.wait  # (tests inject one that advances a fake clock)
         self._sums: Dict[str, float] = {}
         self._counts: Dict[str, int] = {}
         self._start = clock()
@@ -188,7 +211,7 @@ class Sampler:
     def _run(self) -> None:
         tick = max(0.05, self.interval / 10)
         next_publish = self._start + self.interval
-        while not self._stop.wait(tick):
+        while not self._wait(tick):
             self.sample_once()
             if self.clock() >= next_publish:
                 self.publish()

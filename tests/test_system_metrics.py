@@ -42,17 +42,41 @@ def test_failing_source_does_not_stop_the_sampler():
         sm.Sampler([], lambda *a: None, interval=0)
 
 
+def _manual_sampler(monkeypatch):
+    """Writers whose sampler thread does not run: the test drives sample_once()/publish()
+    itself, so nothing depends on wall-clock sleeps (the thread's loop is tested alone below)."""
+    monkeypatch.setattr(sm.Sampler, "start", lambda self: self)
+
+
 def test_writer_logs_stable_tags_with_a_fake_source(tmp_path, monkeypatch):
     fake = lambda: {"gpu0/utilization_pct": 40.0, "gpu0/power_w": 300.0}  # noqa: E731
     monkeypatch.setattr(sm, "default_sources", lambda: [fake, sm.HostSource().sample])
+    _manual_sampler(monkeypatch)
     w = gpulog.SummaryWriter(tmp_path, system_metrics=True, system_metrics_interval=0.2)
-    import time
-    time.sleep(0.7)
-    w.close()
+    for _ in range(2):
+        w._sampler.sample_once()
+        w._sampler.publish()
+    w.close()  # stops the sampler: one last sample and publish
     s = read_scalars(tmp_path)
-    assert s["system/gpu0/utilization_pct"][0][1] == 40.0 and s["system/gpu0/power_w"][0][1] == 300.0
-    assert "system/host/memory_used_pct" in s and 0 < s["system/host/memory_used_pct"][0][1] < 100
-    assert len(s["system/gpu0/power_w"]) >= 2
+    assert [v for _, v in s["system/gpu0/power_w"]] == [300.0] * 3
+    assert s["system/gpu0/utilization_pct"][0][1] == 40.0
+    assert 0 < s["system/host/memory_used_pct"][0][1] < 100
+
+
+def test_sampler_thread_publishes_every_interval_on_its_clock():
+    """The thread's loop with an injected clock: a tick every interval/10, a mean every interval."""
+    now = [0.0]
+    emitted = []
+
+    def wait(tick):  # advances the fake clock instead of sleeping; stops after 2.5 intervals
+        now[0] += tick
+        return now[0] > 25.0
+    s = sm.Sampler([lambda: {"x": now[0]}], lambda step, m: emitted.append((step, m)), interval=10,
+                   clock=lambda: now[0], step=lambda: 7, wait=wait)
+    s._run()
+    assert [step for step, _ in emitted] == [7, 7]
+    assert emitted[0][1]["x"] == pytest.approx(sum(range(1, 11)) / 10)   # samples at t = 1 .. 10
+    assert emitted[1][1]["x"] == pytest.approx(sum(range(11, 21)) / 10)
 
 
 def test_no_nvml_warns_once_and_host_metrics_still_work(monkeypatch):
@@ -100,15 +124,55 @@ def test_real_nvml_values_in_range():
 
 def test_samples_are_logged_at_the_training_step(tmp_path, monkeypatch):
     """System charts line up with the loss curve: each mean is logged at the writer's latest
-    global step (not at seconds since start), with sub-second intervals."""
-    import time
+    global step (not at seconds since start)."""
     monkeypatch.setattr(sm, "default_sources", lambda: [lambda: {"host/fake": 1.0}])
+    _manual_sampler(monkeypatch)
     w = gpulog.SummaryWriter(tmp_path, system_metrics=True, system_metrics_interval=0.1)
     for step in range(1000, 1030):
         w.add_scalar("loss", 1.0, step)
-        time.sleep(0.02)
+        if step % 10 == 9:
+            w._sampler.sample_once()
+            w._sampler.publish()
     w.close()
-    s = read_scalars(tmp_path)
-    steps = [st for st, _ in s["system/host/fake"]]
-    assert len(steps) >= 3
-    assert all(1000 <= st <= 1029 for st in steps) and steps == sorted(steps)
+    steps = [st for st, _ in read_scalars(tmp_path)["system/host/fake"]]
+    assert steps == [1009, 1019, 1029, 1029]  # the last one from close()
+
+
+def _no_proc(monkeypatch):
+    """macOS/Windows as far as gpulog's own /proc reader goes: no such files (psutil, which
+    reads /proc itself on Linux, is left alone)."""
+    import builtins
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path).startswith("/proc"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(sm, "open", fake_open, raising=False)
+
+
+def test_host_metrics_without_proc_come_from_psutil(monkeypatch):
+    """Issue #18.15: host metrics were read from /proc only, so macOS and Windows got none."""
+    psutil = pytest.importorskip("psutil")
+    _no_proc(monkeypatch)
+    src = sm.HostSource()
+    v = src.sample()
+    assert set(v) == {"host/cpu_pct", "host/memory_used_pct", "host/process_rss_mib"}
+    assert 0 <= v["host/cpu_pct"] <= 100 and 0 < v["host/memory_used_pct"] < 100
+    assert v["host/process_rss_mib"] == pytest.approx(psutil.Process().memory_info().rss / 2**20, rel=0.5)
+
+
+def test_host_metrics_fall_back_to_proc_without_psutil(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil -> ImportError
+    src = sm.HostSource()
+    assert src.psutil is None
+    v = src.sample()
+    assert 0 < v["host/memory_used_pct"] < 100 and v["host/process_rss_mib"] > 1
+
+
+def test_no_psutil_and_no_proc_warns_once_with_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    _no_proc(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"gpulog\[system\]"):
+        src = sm.HostSource()
+    assert src.sample() == {}
