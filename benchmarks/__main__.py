@@ -171,14 +171,19 @@ class Bench:
             paths["triton_onchip"] = lambda: kernel.reduce(x, edges, variant="onchip")  # the experiment
         elif red.native() is not None:  # as add_histogram runs it: in the caller, on torch's threads
             paths["native"] = lambda: red.reduce_native(x, len(edges), torch.get_num_threads())
+        import numpy as np
+        want, _ = np.histogram(x.double().cpu().numpy(), bins=edges)  # the oracle for every path
         for name, fn in paths.items():
             try:
+                counts = fn()[0]
                 ms = self.timed_ms(fn)
             except Exception as err:  # an experimental path must not cost the other figures
                 print(f"work.{name} failed: {type(err).__name__}: {err}", file=sys.stderr)
                 continue
+            exact = np.array_equal(counts.cpu().numpy().reshape(-1)[-len(want):], want)
             self.emit(f"{tag}.work.{name}", "-", ms, "ms")
             self.emit(f"{tag}.work.{name}/one_read", "-", ms / read, "x")
+            self.emit(f"{tag}.work.{name}.exact", "-", float(exact), "bool")
         if self.device == "cuda":
             reps = {"gpulog": 10}
             for name, cls in self.W.items():

@@ -75,10 +75,38 @@ def test_steps_outside_int64_raise_at_the_call(tmp_path, step):
     assert read_scalars(tmp_path)["ok"] == [(1, 1.0), (2**63 - 1, 2.0)]
 
 
-def test_write_failures_are_oserrors_with_errno():
-    from gpulog.errors import WriterError
-    err = WriterError(28, "No space left on device")
-    assert isinstance(err, OSError) and err.errno == 28
+def test_write_failures_are_oserrors_with_errno(tmp_path):
+    """A real write failure from the OS (here the file-size limit, EFBIG: no mount needed)
+    surfaces on a later call as gpulog.WriterError, an OSError with the errno and the event
+    file, chained to the original error; the values logged meanwhile are kept."""
+    code = textwrap.dedent(f"""
+        import errno, json, resource, signal, gpulog
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+        w = gpulog.SummaryWriter({str(tmp_path)!r}, max_queue=10)
+        err = None
+        for i in range(20000):
+            try:
+                w.add_scalar("x", float(i), i)
+            except OSError as e:
+                err = e
+                break
+        if err is None:
+            try:
+                w.flush()
+            except OSError as e:
+                err = e
+        print(json.dumps({{"type": type(err).__name__, "oserror": isinstance(err, OSError),
+                          "errno": err.errno, "filename": err.filename,
+                          "cause": type(err.__cause__).__name__, "is_efbig": err.errno == errno.EFBIG}}))
+        import os; os._exit(0)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import json
+    out = json.loads(r.stdout)
+    assert out["type"] == "WriterError" and out["oserror"] and out["is_efbig"], out
+    assert "tfevents" in out["filename"] and out["cause"] == "OSError"
 
 
 def test_sigterm_keeps_every_value_whose_call_returned(tmp_path):

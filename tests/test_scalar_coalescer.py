@@ -21,23 +21,22 @@ def test_values_at_call_time_in_order_across_batches():
 
 
 def test_writer_may_seal_a_batch_while_the_producer_continues():
+    """A consumer (the writer's role) reads each value as soon as it is staged, which seals
+    batches early, while the producer keeps staging: every value is the one given at its call.
+    The consumer blocks on a queue (no busy-wait competing with the producer for the cores)."""
+    import queue
     c = red.Coalescer()
-    refs, stop = [], threading.Event()
+    staged: "queue.Queue" = queue.Queue()
 
     def producer():
         for i in range(5000):
-            refs.append(c.stage(torch.tensor(float(i), dtype=torch.float64 if i % 2 else torch.float32)))
-        stop.set()
+            staged.put(c.stage(torch.tensor(float(i), dtype=torch.float64 if i % 2 else torch.float32)))
 
     th = threading.Thread(target=producer)
     th.start()
-    seen = 0
-    while not stop.is_set() or seen < len(refs):
-        if seen < len(refs):
-            assert float(refs[seen].result()[0][0]) == float(seen)   # seals the batch early
-            seen += 1
+    values = [float(staged.get(timeout=30).result()[0][0]) for _ in range(5000)]
     th.join()
-    assert seen == 5000
+    assert values == [float(i) for i in range(5000)]
 
 
 def test_bad_scalars():
