@@ -163,6 +163,29 @@ class DeviceStaged:
         return out
 
 
+class DeviceStep:
+    """A ``global_step`` held in a CUDA tensor: copied to the host with one small asynchronous
+    copy (like the values), read on the writer thread by :meth:`value` — never at the call."""
+
+    __slots__ = ("_staged", "_value")
+
+    def __init__(self, t: torch.Tensor) -> None:
+        if t.numel() != 1:
+            raise ValueError(f"global_step must hold exactly one element, got shape {tuple(t.shape)}")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"global_step on a CUDA device must be an integer tensor (it is read on "
+                            f"the writer thread, so a fraction could not be refused at the call), "
+                            f"got {t.dtype}; pass step.long()")
+        self._staged = DeviceStaged([t.detach().reshape(1).to(torch.int64)])
+        self._value: Optional[int] = None
+
+    def value(self) -> int:
+        """Writer thread: the step (waits on its copy's event, under the capture gate)."""
+        if self._value is None:
+            self._value = int(self._staged.result()[0][0])
+        return self._value
+
+
 class Mixed:
     """Host values and CUDA tensors in one list: the CUDA ones staged together (one event), the
     others converted now; ``result()`` gives them back in order as arrays."""

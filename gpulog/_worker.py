@@ -265,10 +265,14 @@ class Engine:
             try:
                 if op == OP_SCALAR:
                     _, sink, tag, value, step, wall = item
+                    if step is not None and step.__class__ is not int:
+                        step = step.value()  # a CUDA step, staged at the call
                     sink.pending.append(frame(scalar_event(tag, value, step, wall)))
                 elif op == OP_SUMMARY:
                     _, sink, encode, args, step, wall, nbytes, staged = item
                     released += nbytes
+                    if step is not None and step.__class__ is not int:
+                        step = step.value()
                     arrays = staged.result() if staged is not None else ()
                     values = encode(*args, *arrays)
                     sink.pending.append(frame(event_with_summary(wall, step, summary(values))))

@@ -48,15 +48,26 @@ def _as_dir(log_dir: Any) -> str:
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
 
-def to_step(global_step: Any) -> Optional[int]:
+def to_step(global_step: Any, device_ok: bool = True) -> Any:
     """``None`` or an integral step in int64 (ints, integral floats, numpy ints, one-element
     tensors): the event's ``step`` field is an int64, and a larger value would be written
-    wrapped or undecodable (TensorBoard's reload thread dies on it)."""
+    wrapped or undecodable (TensorBoard's reload thread dies on it).
+
+    A one-element integer tensor on a CUDA device is not read here (that would wait for the
+    device): it becomes a ``_transfer.DeviceStep``, copied to the host asynchronously and read on
+    the writer thread.  Where the step is needed on the host at the call (``device_ok=False``:
+    purge_step, embedding folders, protobuf events) a CUDA step is a ``TypeError``."""
     if global_step is None:
         return None
     if type(global_step) is int:
         step = global_step
     else:
+        if _convert.is_cuda_tensor(global_step):
+            if not device_ok:
+                raise TypeError("global_step must be a host integer here (it is needed at the call); "
+                                "pass int(step), or log from a host counter")
+            from ._transfer import DeviceStep
+            return DeviceStep(global_step)
         if isinstance(global_step, bool) or isinstance(global_step, bytes):
             raise TypeError(f"global_step must be an integer, got {global_step!r}")
         if isinstance(global_step, str):  # torch's writer takes int(global_step): "5" is 5
@@ -219,7 +230,7 @@ class FileWriter:
         if not hasattr(event, "SerializeToString"):
             raise TypeError(f"add_event expects a protobuf Event message, got {type(event).__name__}")
         event.wall_time = to_walltime(walltime)
-        step = to_step(step)
+        step = to_step(step, device_ok=False)
         if step is not None:
             event.step = step
         sink = self._live_sink()
@@ -231,7 +242,7 @@ class FileWriter:
         """Queue a protobuf ``Summary`` message as one event."""
         if not hasattr(summary, "SerializeToString"):
             raise TypeError(f"add_summary expects a protobuf Summary message, got {type(summary).__name__}")
-        wall, step = to_walltime(walltime), to_step(global_step)
+        wall, step = to_walltime(walltime), to_step(global_step, device_ok=False)
         data = m.event(wall, step, summary=summary.SerializeToString())
         sink = self._live_sink()
         self._handoff.put((_worker.OP_EVENT, sink, data))

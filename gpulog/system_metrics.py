@@ -258,7 +258,7 @@ def track_steps(writer: Any) -> None:
         def tracked(tag: Any, value: Any, global_step: Any = None, *args: Any, _m: Any = method,
                     **kwargs: Any) -> None:
             _m(tag, value, global_step, *args, **kwargs)
-            if global_step is not None:
+            if global_step is not None and getattr(getattr(global_step, "device", None), "type", "cpu") == "cpu":
                 try:
                     writer._latest_step = int(global_step)
                 except (TypeError, ValueError):

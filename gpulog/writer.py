@@ -61,7 +61,7 @@ class SummaryWriter:
             log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + str(comment))
         self.log_dir = log_dir
         _bind_is_compiling()  # torch may have been imported after this module
-        self.purge_step = to_step(purge_step)
+        self.purge_step = to_step(purge_step, device_ok=False)
         self.max_queue, self.flush_secs, self.filename_suffix = max_queue, flush_secs, filename_suffix
         self.flush_timeout = flush_timeout  # remote log dirs: how long flush()/close() wait for uploads
         self.file_writer: Optional[FileWriter] = None
@@ -478,7 +478,7 @@ class SummaryWriter:
             raise ValueError("add_embedding writes projector files (tensors.tsv, sprite.png, ...) that "
                              "are not supported in a remote log_dir yet; log embeddings to a local "
                              "directory and copy it")
-        step = to_step(global_step)
+        step = to_step(global_step, device_ok=False)  # it names the embedding's folder
         job = embedding.prepare(mat, metadata, label_img, step, tag, metadata_header)
         if self._skip_non_writer():
             return

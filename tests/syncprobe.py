@@ -40,6 +40,12 @@ _SYNC_OPS = {
     "_local_scalar_dense", "is_nonzero", "equal", "nonzero", "nonzero_static", "masked_select",
     "argwhere", "unique_dim", "_unique", "_unique2", "unique_consecutive", "bincount", "histc",
     "allclose", "_assert_async", "item", "repeat_interleave",
+    # torch.linalg functions documented to synchronise the device with the CPU: the error checks
+    # of cholesky/inv/solve/lu_factor/ldl_factor (their *_ex forms, which skip them, do not), and
+    # eig/eigvals/eigh/svd/cond/pinv/matrix_rank/lstsq, whose CUDA kernels read results back.
+    "_linalg_check_errors", "linalg_eig", "linalg_eigvals", "_linalg_eigh", "linalg_eigh",
+    "_linalg_svd", "linalg_svd", "linalg_svdvals", "linalg_cond", "linalg_pinv", "linalg_matrix_rank",
+    "linalg_lstsq",
 }
 
 
@@ -57,8 +63,18 @@ class FakeCuda(torch.Tensor):
         r.elem = elem
         return r
 
+    # Printing or formatting a CUDA tensor copies it to the host (torch's _tensor_str reads the
+    # values; a 0-d tensor's __format__ is .item()): a host wait, recorded like one.
     def __repr__(self) -> str:
+        PROBE.host_wait("repr()/str() of a device tensor (reads its values)")
         return f"FakeCuda({self.elem!r})"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __format__(self, spec: str) -> str:
+        PROBE.host_wait("format() of a device tensor (reads its values)")
+        return format(self.elem.item() if self.elem.dim() == 0 else self.elem, spec)
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:

@@ -501,3 +501,95 @@ def test_scalar_batch_sealed_by_the_writer_only_when_the_caller_is_idle(tmp_path
     assert got == [(3, float(D["s"]))]
     assert any("copy_" in f for f in foreign), "the idle batch was not sealed by the writer"
     assert red_scalar.IDLE_S <= 0.5
+
+
+def _probe_count(monkeypatch, fn) -> int:
+    with syncprobe.installed(monkeypatch) as probe:
+        fn()
+        n = len(probe.syncs)
+        probe.local.strict = False
+    return n
+
+
+@pytest.mark.parametrize("what,fn", [
+    ("item", lambda: fake(torch.tensor(0.5)).item()),
+    ("repr", lambda: repr(fake(torch.randn(4)))),
+    ("str", lambda: str(fake(torch.randn(4)))),
+    ("f-string", lambda: f"{fake(torch.tensor(0.5))}"),
+    ("format-spec", lambda: f"{fake(torch.tensor(0.5)):.3f}"),
+    ("linalg.inv", lambda: torch.linalg.inv(fake(torch.eye(3)))),
+    ("linalg.cholesky", lambda: torch.linalg.cholesky(fake(torch.eye(3)))),
+    ("linalg.solve", lambda: torch.linalg.solve(fake(torch.eye(3)), fake(torch.ones(3)))),
+    ("linalg.svd", lambda: torch.linalg.svd(fake(torch.eye(3)))),
+    ("linalg.eigh", lambda: torch.linalg.eigh(fake(torch.eye(3)))),
+    ("linalg.pinv", lambda: torch.linalg.pinv(fake(torch.eye(3)))),
+])
+def test_the_detector_sees_what_synchronises_on_a_gpu(monkeypatch, what, fn):
+    """Issue #18.11: printing/formatting a CUDA tensor and the torch.linalg functions documented
+    to synchronise passed the detector unseen."""
+    assert _probe_count(monkeypatch, fn) >= 1, what
+
+
+def test_the_detector_stays_quiet_on_device_only_work(monkeypatch):
+    assert _probe_count(monkeypatch, lambda: (fake(torch.randn(4)) * 2 + 1).sum()) == 0
+    assert _probe_count(monkeypatch, lambda: torch.linalg.inv_ex(fake(torch.eye(3)))) == 0
+
+
+class _CudaSteps:
+    """The writer, with every integer global_step of every add_* turned into a cuda:0 int64
+    tensor (a training loop's step counter kept on the device)."""
+
+    def __init__(self, w: Any) -> None:
+        self._w = w
+
+    def __getattr__(self, name: str) -> Any:
+        import inspect
+        method = getattr(self._w, name)
+        if not name.startswith("add_"):
+            return method
+        sig = inspect.signature(getattr(type(self._w), name))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(self._w, *args, **kwargs)
+            step = bound.arguments.get("global_step")
+            if isinstance(step, int) and not isinstance(step, bool) and name != "add_embedding":
+                bound.arguments["global_step"] = fake(torch.tensor(step))
+            return getattr(type(self._w), name)(*bound.args, **bound.kwargs)
+        return call
+
+
+@pytest.mark.parametrize("name,case", CASES, ids=[c[0] for c in CASES])
+def test_cuda_global_step_is_staged_like_the_value(tmp_path, monkeypatch, name, case):
+    """Issue #18.11: a CUDA-tensor global_step was read with int() at the call (a device sync)
+    and the matrix never passed one.  It is now staged with the values (no host wait) and the
+    events carry the same steps as with a host int."""
+    want = _run(tmp_path, "cpu", case, lambda t: t)
+    with syncprobe.installed(monkeypatch) as probe:
+        d = str(tmp_path / "cuda")
+        w = gpulog.SummaryWriter(d)
+        case(_CudaSteps(w), fake)
+        syncs = list(probe.syncs)
+        probe.local.strict = False
+        w.close()
+    assert not syncs, f"{len(syncs)} host waits in {name}; first:\n{syncs[0]}"
+    a, b = _comparable(run_snapshots(want)), _comparable(run_snapshots(d))
+    assert a.keys() == b.keys() and a
+    for run in a:
+        assert_same(a[run], b[run])
+
+
+def test_cuda_steps_that_cannot_be_staged_are_refused_at_the_call(tmp_path, monkeypatch):
+    with syncprobe.installed(monkeypatch) as probe:
+        w = gpulog.SummaryWriter(str(tmp_path))
+        with pytest.raises(TypeError, match="integer tensor"):
+            w.add_scalar("s", 1.0, fake(torch.tensor(3.0)))
+        with pytest.raises(ValueError, match="exactly one element"):
+            w.add_scalar("s", 1.0, fake(torch.tensor([1, 2])))
+        with pytest.raises(TypeError, match="host integer"):
+            w.add_embedding(D["mat"], global_step=fake(torch.tensor(1)))
+        w.add_scalar("after", 2.0, fake(torch.tensor(5)))
+        syncs = list(probe.syncs)
+        probe.local.strict = False
+        w.close()
+    assert not syncs
+    assert run_snapshots(str(tmp_path))["."]["scalar/after"] == [(5, 2.0)]

@@ -71,6 +71,7 @@ class RankContext:
                    target: Any) -> None:
         if reduce not in _convert.REDUCE_OPS:
             _convert.bad_reduce(reduce)
+        _host_step(step)
         v = self._value(value)
         s, m = packing.scalar_parts(v, reduce, self.is_writer)
         self._queue(Entry("scalar", tag, step, wall, reduce, s, m, (new_style, double_precision), target))
@@ -88,6 +89,7 @@ class RankContext:
     def add_histogram(self, tag: str, values: Any, step: Optional[int], wall: float, bins: Any,
                       max_bins: Optional[int], target: Any) -> None:
         from .._reduce import histogram as red
+        _host_step(step)
         red.check_max_bins(max_bins)
         x = red._as_tensor(values)
         if x.dtype == torch.bool:
@@ -141,6 +143,7 @@ class RankContext:
     def add_pr_curve(self, tag: str, labels: Any, predictions: Any, step: Optional[int], wall: float,
                      num_thresholds: int, weights: Any, target: Any) -> None:
         from .._reduce import pr_curve as red
+        _host_step(step)
         pred, lab, w = red.validate(labels, predictions, weights)
         self._check_usable()
         n = min(int(num_thresholds), MAX_THRESHOLDS)
@@ -262,6 +265,13 @@ class RankContext:
             work.wait()
         except RuntimeError as err:
             raise self._fail(err) from err
+
+
+def _host_step(step: Any) -> None:
+    if step is not None and type(step) is not int:
+        raise TypeError("with distributed=True global_step must be a host integer (or None): every "
+                        "rank cuts its sync points at step changes, which it must see at the call; "
+                        "pass int(step) or a host counter")
 
 
 def _world_timeout(dist: Any) -> Optional[float]:
