@@ -54,6 +54,7 @@ def add_scalar(writer: Any, tag: str, value: Any, global_step: Any, walltime: An
         # learning rate would recompile; an addition keeps it a dynamic input (exact: 0.0 + x == x).
         value = torch.zeros((), dtype=torch.float64) + value
     _check(tag, value, walltime, "scalar_value")
+    _check_distributed(writer, value)
     if value.numel() != 1:
         raise ValueError(f"scalar_value must hold exactly one element, got shape {tuple(value.shape)}")
     torch.ops.gpulog.log_scalar(value, _step(global_step, value), tag, _writer_id(writer),
@@ -65,6 +66,7 @@ def add_histogram(writer: Any, tag: str, values: Any, global_step: Any, bins: An
     """``SummaryWriter.add_histogram`` while dynamo traces ('tensorflow' bins only)."""
     from ._reduce.histogram import check_max_bins
     _check(tag, values, walltime, "values")
+    _check_distributed(writer, values)
     check_max_bins(max_bins)
     if not (isinstance(bins, str) and bins == "tensorflow"):
         raise ValueError(f"add_histogram inside a compiled step supports bins='tensorflow' only, got "
@@ -81,6 +83,17 @@ def _check(tag: Any, value: Any, walltime: Any, name: str) -> None:
     if walltime is not None:
         raise ValueError("walltime cannot be given inside a compiled step: values logged there get "
                          "the time they are picked up (within 0.1 s)")
+
+
+def _check_distributed(writer: Any, value: torch.Tensor) -> None:
+    """CUDA values of a compiled step reach the writer through the ring pump, at times that are
+    not program-order points, so they cannot be aggregated across ranks: refused at trace time
+    instead of silently writing rank 0's values only (on the CPU each execution logs eagerly,
+    in program order, and aggregates)."""
+    if getattr(writer, "_dist", None) is not None and value.is_cuda:
+        raise ValueError("logging CUDA tensors inside a compiled step with distributed=True is not "
+                         "supported yet: return the value from the step and log it outside, or use "
+                         "a writer without distributed=True")
 
 
 def _step(global_step: Any, value: torch.Tensor) -> Optional[torch.Tensor]:

@@ -23,8 +23,8 @@ A writer built on a thread other than the main one cannot install a handler ther
 ``signal.signal`` on the main thread only).  gpulog then asks the interpreter to install it from
 the main thread at that thread's next bytecode (``Py_AddPendingCall``): at once if the main
 thread runs Python code, later if it is blocked in a C call (a ``join()`` without timeout, say).
-Where that is not possible (not CPython) it warns once; call :func:`install_sigterm_handler`
-from the main thread yourself then.
+Where that is not possible (not CPython) it warns once; a writer created on the main thread
+installs it, or call ``writer.flush()`` in a handler of your own.
 
 Ctrl-C
 ------
@@ -44,26 +44,20 @@ _pending_calls: List[Any] = []  # ctypes callbacks kept alive until the interpre
 _warned_thread = False
 
 
-def install_sigterm_handler(drain: Optional[Callable[[], None]] = None,
-                            flush: Optional[Callable[[], None]] = None,
-                            block: Optional[Callable[[Callable[[], None]], None]] = None) -> bool:
+def install_sigterm_handler(drain: Callable[[], None], flush: Callable[[], None],
+                            block: Callable[[Callable[[], None]], None]) -> bool:
     """Install gpulog's SIGTERM handler (see the module docstring); returns whether it did.
 
     ``drain`` writes everything queued and stops the writer (the exit drain: the process dies
     after it), ``flush`` writes everything queued and keeps the writer running (the process may
-    go on), ``block`` makes later ``add_*`` calls wait on the function it is given; all default
-    to the writer engine's.  From a non-main thread the install is scheduled on the main thread."""
+    go on), ``block`` makes later ``add_*`` calls wait on the function it is given (the writer
+    engine passes its own).  From a non-main thread the install is scheduled on the main thread."""
     global _installed
     import signal
     if _installed or os.environ.get("GPULOG_SIGTERM", "1") == "0" or not hasattr(signal, "SIGTERM"):
         return False
     if threading.current_thread() is not threading.main_thread():
-        return _install_from_main_thread_soon()
-    if drain is None or flush is None or block is None:
-        from . import _worker
-        drain = drain or _worker.drain_at_exit
-        flush = flush or _worker.flush_all
-        block = block or _worker.block_new_items
+        return _install_from_main_thread_soon(lambda: install_sigterm_handler(drain, flush, block))
     previous = signal.getsignal(signal.SIGTERM)
     if previous is not signal.SIG_DFL and not callable(previous):
         return False
@@ -106,7 +100,8 @@ class _Handler:
         # Runs in the main thread between two bytecodes, possibly while it holds a lock of
         # gpulog's (inside Event.set(), say): it takes no lock itself.
         import signal
-        if signal.getsignal(signal.SIGTERM) is not self:
+        chained = signal.getsignal(signal.SIGTERM) is not self
+        if chained:
             # Chained: a handler installed later calls this one (Lightning).  It decides.
             self._start_drain(then_die=False)
             return
@@ -124,12 +119,12 @@ class _Handler:
         if not self.started:
             # From here on an add_* never returns: it waits for the end, so every call that did
             # return is covered by the drain.
-            self.block(self.drained.wait)
+            self.block(lambda: self.drained.wait())
             self._start_drain(then_die=True)
 
 
-def _install_from_main_thread_soon() -> bool:
-    """Schedule :func:`install_sigterm_handler` on the main thread (CPython's pending calls)."""
+def _install_from_main_thread_soon(install: Callable[[], Any]) -> bool:
+    """Schedule ``install()`` on the main thread (CPython's pending calls)."""
     global _warned_thread
     try:
         import ctypes
@@ -137,7 +132,7 @@ def _install_from_main_thread_soon() -> bool:
 
         def run(_: Any) -> int:
             try:
-                install_sigterm_handler()
+                install()
             except Exception:  # noqa: BLE001 - nothing may escape into the interpreter loop
                 pass
             return 0
@@ -153,8 +148,8 @@ def _install_from_main_thread_soon() -> bool:
         import warnings
         warnings.warn("gpulog: this SummaryWriter was created off the main thread, where no SIGTERM "
                       "handler can be installed: values still queued when SIGTERM arrives may be "
-                      "lost. Call gpulog._lifecycle.install_sigterm_handler() from the main thread, "
-                      "or writer.flush() in your own handler.", RuntimeWarning, stacklevel=4)
+                      "lost. Create a writer on the main thread first (it installs the handler), "
+                      "or call writer.flush() in your own handler.", RuntimeWarning, stacklevel=4)
     return False
 
 

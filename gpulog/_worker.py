@@ -220,7 +220,7 @@ class Engine:
                     t.start()
                     self._thread = t
                     from ._lifecycle import install_sigterm_handler
-                    install_sigterm_handler()
+                    install_sigterm_handler(drain_at_exit, flush_all, block_new_items)
 
     def barrier(self, op: int, sink: Optional[Sink], timeout: Optional[float] = None) -> bool:
         """Queue a flush/close marker and wait until the writer has passed it (at once, False,

@@ -37,7 +37,8 @@ _bad_reduce = _convert.bad_reduce
 
 
 class SummaryWriter:
-    """Writes TensorBoard event files from the training loop without stalling it.
+    """Writes TensorBoard event files from the training loop, designed not to stall it (on CUDA:
+    asynchronous copies and a background writer; README "CUDA tensors" says what is verified).
 
     Same constructor and methods as ``torch.utils.tensorboard.SummaryWriter``; ``logdir`` is
     accepted as an alias of ``log_dir`` (tensorboardX spelling).

@@ -5,11 +5,12 @@ float32 value its TensorFlow bin with one gather and one compare.
 
 Counting: a fixed grid of programs (a few per SM) strides over the data; each program adds its
 elements to its *own* slice of int32 counters with relaxed atomics; the slices are summed into
-int64 afterwards.  Why this shape (H100 calibration in issue #3, 128M float32, 1548 bins):
-``tl.histogram`` over 2048 slots per block cost 6.8 ms (its cost grows with the bin count), one
-shared counter array 23 ms (every program contends for the same addresses), private slices
-1.5 ms — contention only among one program's own lanes, and the slices stay in L2.  Slices are
-int32: ``programs_for`` gives no program more than 2**30 elements.
+int64 afterwards.  Why this shape: a calibration of *earlier prototypes, not of this kernel*, on
+an H100 (``shared/reference/baseline-figures.md``, 128M float32, 1548 bins) timed ``tl.histogram``
+over 2048 slots per block at 6.8 ms, one shared counter array at 23 ms, and private counter slices
+per program at 1.5 ms (contention only among one program's own lanes).  This kernel has not been
+timed on any GPU yet (``benchmarks/device_check.sh`` does it).  Slices are int32:
+``programs_for`` gives no program more than 2**30 elements.
 
 Statistics: each lane keeps min/max (float32, exact) and float64 sum/sum of squares across the
 loop; per-program partials go to a [programs, 5] float64 buffer.  A small finishing kernel sums
@@ -20,7 +21,8 @@ exact; sums are float64 sums in a different order than numpy's.
 Experimental variant "onchip" (not used by gpulog; timed by the benchmarks' ``work`` part on a
 GPU): each program counts its tiles with ``tl.histogram`` over 2048 slots into registers — recent
 Tritons lower it to one shared-memory atomic per element (Triton 3.9: ``atom.shared.add``), older
-ones to warp ballots whose cost grows with the bin count, as in the 6.8 ms above — and writes its
+ones to warp ballots whose cost grows with the bin count (a guess at why the prototype took
+6.8 ms, not measured) — and writes its
 slice once at the end, with no global atomics at all.  Make it the default if it wins there.
 """
 from __future__ import annotations

@@ -11,13 +11,15 @@ Every rank makes the same sequence of ``add_*`` calls; rank 0 alone writes files
   queue at the same items whatever its timing: after an interval of items that rank 0 adapts to
   about ``distributed_sync_secs`` (default 1 s; 0 = every change of step), at ``flush()``,
   ``close()``, or after 1024 pending items.
-* At a sync point the queue becomes **at most three collectives, all asynchronous**: a 56-byte
-  header on gpulog's own gloo group (:mod:`.protocol`), then — at the next sync point, once that
-  header is known to agree — one packed SUM and one packed MAX ``all_reduce`` (:mod:`.packing`;
-  gpulog's gloo group for CPU data, the default NCCL group for CUDA data).  Results come back to
-  rank 0's writer thread through the usual staging (pinned, non-blocking copies and an event,
-  ordered after the caller's stream).  The training loop never waits on a collective and never
-  syncs the device; ranks may run one sync point apart.
+* At a sync point the queue becomes **at most three collectives, issued asynchronously**: a
+  56-byte header on gpulog's own gloo group (:mod:`.protocol`), then — at the next sync point,
+  once that header is known to agree — one packed SUM and one packed MAX ``all_reduce``
+  (:mod:`.packing`; gpulog's gloo group for CPU data, the default NCCL group for CUDA data).
+  Results come back to rank 0's writer thread through the usual staging (pinned, non-blocking
+  copies and an event, ordered after the caller's stream).  Where the caller does wait: at the
+  next sync point it waits for the previous header (issued a sync point earlier, normally done),
+  and under gloo the int-bins and estimator histograms make blocking collectives at the call
+  (see below).  Ranks may run one sync point apart.
 * Ranks that diverge (other tags, order or count) fail the header check: every rank raises a
   ``ValueError`` naming the first mismatch (exchanged through the store, never an object
   collective).
