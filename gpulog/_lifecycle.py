@@ -45,7 +45,7 @@ _warned_thread = False
 
 
 def install_sigterm_handler(drain: Callable[[], None], flush: Callable[[], None],
-                            block: Callable[[Callable[[], None]], None]) -> bool:
+                            block: Callable[[Callable[[], Any]], None]) -> bool:
     """Install gpulog's SIGTERM handler (see the module docstring); returns whether it did.
 
     ``drain`` writes everything queued and stops the writer (the exit drain: the process dies
@@ -72,7 +72,7 @@ def install_sigterm_handler(drain: Callable[[], None], flush: Callable[[], None]
 
 class _Handler:
     def __init__(self, previous: Any, drain: Callable[[], None], flush: Callable[[], None],
-                 block: Callable[[Callable[[], None]], None]) -> None:
+                 block: Callable[[Callable[[], Any]], None]) -> None:
         self.previous, self.drain, self.flush, self.block = previous, drain, flush, block
         self.drained = threading.Event()
         self.started = False
@@ -119,7 +119,7 @@ class _Handler:
         if not self.started:
             # From here on an add_* never returns: it waits for the end, so every call that did
             # return is covered by the drain.
-            self.block(lambda: self.drained.wait())
+            self.block(self.drained.wait)
             self._start_drain(then_die=True)
 
 
