@@ -29,7 +29,14 @@ CHILD = textwrap.dedent("""
         from torch.utils.tensorboard import SummaryWriter
     else:
         from gpulog import SummaryWriter
-    w = SummaryWriter(sys.argv[2], max_queue=1000, flush_secs=120)
+    if float(sys.argv[4]) > 0 and sys.argv[3] != "torch":  # a slow disk: the writer falls behind
+        import time
+        from gpulog import _worker
+        write = _worker.Sink.write_pending
+        def slow(self, force=False, _d=float(sys.argv[4]) / 1000):
+            time.sleep(_d); write(self, force)
+        _worker.Sink.write_pending = slow
+    w = SummaryWriter(sys.argv[2], max_queue=int(sys.argv[5]), flush_secs=120)
     i = 0
     while True:
         w.add_scalar("x", float(i), i)
@@ -43,15 +50,16 @@ def _returned(path: str) -> int:
         return struct.unpack("<q", mmap.mmap(f.fileno(), 8)[:8])[0]
 
 
-def one_round(writer: str, tmp: str) -> Dict[str, float]:
+def one_round(writer: str, tmp: str, slow_disk_ms: float = 0.0, max_queue: int = 1000) -> Dict[str, float]:
     progress = os.path.join(tmp, f"progress_{writer}")
     with open(progress, "wb") as f:
         f.write(b"\0" * 8)
     logdir = os.path.join(tmp, f"run_{writer}_{time.monotonic_ns()}")
-    p = subprocess.Popen([sys.executable, "-c", CHILD, progress, logdir, writer])
+    p = subprocess.Popen([sys.executable, "-c", CHILD, progress, logdir, writer, str(slow_disk_ms),
+                          str(max_queue)])
     try:
         deadline = time.monotonic() + 120
-        while _returned(progress) < 50000 and time.monotonic() < deadline:
+        while _returned(progress) < 20000 and time.monotonic() < deadline:
             time.sleep(0.01)
         t0, n0 = time.monotonic(), _returned(progress)
         time.sleep(1.0)
@@ -73,12 +81,15 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--writers", default="gpulog,torch", help="comma-separated: gpulog, torch")
     ap.add_argument("--json", default=None, help="also write every round's figures here")
+    ap.add_argument("--slow-disk-ms", type=float, default=0.0,
+                    help="gpulog only: each write to the OS takes this much longer (its writer falls behind)")
+    ap.add_argument("--max-queue", type=int, default=1000, help="the writers' max_queue")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results: Dict[str, List[Dict[str, float]]] = {w: [] for w in args.writers.split(",")}
         for _ in range(args.rounds):  # writers alternated
             for writer in results:
-                results[writer].append(one_round(writer, tmp))
+                results[writer].append(one_round(writer, tmp, args.slow_disk_ms, args.max_queue))
     print("| writer | rate (values/s, median) | lost values min / median / max | lost ms min / median / max |")
     print("|---|---|---|---|")
     for writer, rows in results.items():

@@ -31,7 +31,7 @@ from typing import Any, Deque
 DEFAULT_MAX_ITEMS = 1 << 17          # ~25 MB of small scalar items
 DEFAULT_MAX_BYTES = 512 << 20         # payload bytes (histogram/image/tensor data) waiting to be encoded
 LAG_S = 0.05                          # the queue holds about this much of the writer's work
-MIN_LIMIT = 1024
+MIN_LIMIT = 128                       # never fewer queued items than this (slow writers)
 
 
 class Handoff:

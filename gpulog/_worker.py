@@ -311,6 +311,8 @@ class Engine:
                 self.handoff.notify_space()
         if released:
             self.handoff.release_bytes(released)
+        if n:  # a slow writer may never reach the check above: size the queue from this drain
+            self.handoff.adapt(n, time.monotonic() - started)
 
     def _write_due(self, now: float) -> None:
         for sink in list(self._dirty.values()):
