@@ -180,6 +180,10 @@ class RemoteSink(Sink):
         with self.lock:
             if self.seg_bytes == 0 and os.path.exists(self.path):
                 os.unlink(self.path)  # the empty next segment (header only) is never uploaded
+            finished = not self.sealed and self.in_flight is None
+        if finished:  # nothing left to upload (else the upload thread removes it when done)
+            shutil.rmtree(self.staging, ignore_errors=True)
+            UPLOADS.discard(self)
         UPLOADS.wake()
 
     # -- callers (flush/close) -------------------------------------------------------------------
@@ -245,6 +249,11 @@ class RemoteSink(Sink):
                 os.unlink(path)
             except OSError:
                 pass
+        with self.lock:  # closed: no segment is sealed after these, so the folder is done with
+            finished = self.closed and len(self.sealed) == len(batch)
+        if finished:  # removed before the waiters are told: close() returning means it is gone
+            shutil.rmtree(self.staging, ignore_errors=True)
+            UPLOADS.discard(self)
         with self.lock:
             for _ in batch:
                 self.sealed.popleft()
@@ -252,11 +261,7 @@ class RemoteSink(Sink):
             self.uploaded_through = batch[-1][0]
             self.upload_error = None
             self.upload_delay = RETRY_MIN_S
-            finished = self.closed and not self.sealed
             self.changed.notify_all()
-        if finished:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            UPLOADS.discard(self)
         return True
 
 

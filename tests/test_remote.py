@@ -117,6 +117,7 @@ def test_flush_and_close_write_what_they_drain(tmp_path, monkeypatch, pattern):
     """What ``flush()``/``close()`` themselves write reaches the store (issue #18.1: a few values
     then close(), or add_scalar + flush() each step, used to upload nothing)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPULOG_STAGING_DIR", str(tmp_path / "staging"))
     url = f"memory://bucket/{pattern}"
     w = gpulog.SummaryWriter(url)
     if pattern == "three-then-close":
@@ -129,6 +130,7 @@ def test_flush_and_close_write_what_they_drain(tmp_path, monkeypatch, pattern):
             assert [s for s, _ in _scalars(url, "x")] == list(range(i + 1))
     w.close()
     assert _scalars(url, "x") == [(i, float(i)) for i in range(3)]
+    assert os.listdir(tmp_path / "staging") == []  # everything uploaded: nothing left staged
 
 
 def test_s3_few_values_then_close(s3, tmp_path):
