@@ -287,7 +287,10 @@ class Engine:
                 elif op == OP_CALL:
                     _, sink, fn, args, nbytes = item
                     released += nbytes
-                    fn(*args)
+                    try:
+                        fn(*args)
+                    except OSError as err:  # side files (embeddings): a write error, reported
+                        sink.set_error(err)  # as an OSError on the caller's next call
                     continue
                 else:
                     self._barrier_item(item)
@@ -368,8 +371,11 @@ def _warn_skipped(item: Any, err: BaseException) -> None:
         what = f"{_METHODS.get(getattr(encode, '__name__', ''), 'add_*')}(tag={tag!r}, step={step})"
     elif item[0] == OP_CALL:
         what = f"{getattr(item[2], '__module__', '')}.{getattr(item[2], '__name__', 'call')}"
-    warnings.warn(f"gpulog: {what} could not be written and was skipped: {type(err).__name__}: {err}",
-                  RuntimeWarning, stacklevel=2)
+    try:
+        warnings.warn(f"gpulog: {what} could not be written and was skipped: {type(err).__name__}: "
+                      f"{err}", RuntimeWarning, stacklevel=2)
+    except Exception:  # noqa: BLE001 - a warnings filter set to "error" must not end this thread
+        sys.stderr.write(f"gpulog: {what} could not be written and was skipped: {err!r}\n")
 
 
 # encoder name -> the method users called (for the warning above)

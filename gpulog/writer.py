@@ -10,6 +10,7 @@ import itertools
 import os
 import socket
 import sys
+import threading
 import time
 import weakref
 from datetime import datetime
@@ -67,6 +68,7 @@ class SummaryWriter:
         self.flush_timeout = flush_timeout  # remote log dirs: how long flush()/close() wait for uploads
         self.file_writer: Optional[FileWriter] = None
         self.all_writers: Optional[Dict[str, FileWriter]] = None
+        self._fw_lock = threading.Lock()
         self._dist: Any = None
         self._exit_hook: Any = None
         # A constant that graphs compiled around add_* carry to find this writer at run time.
@@ -84,7 +86,16 @@ class SummaryWriter:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _get_file_writer(self) -> FileWriter:
-        """The main run's FileWriter; recreated (new event file) after ``close()``, as torch does."""
+        """The main run's FileWriter; recreated (new event file) after ``close()``, as torch does.
+        Callers on several threads (the training loop, the compiled-step pump, the metrics
+        sampler) may find it closed at once: one of them opens the new file, under the lock."""
+        fw = self.file_writer
+        if fw is not None:
+            return fw
+        with self._fw_lock:
+            return self._open_file_writer()
+
+    def _open_file_writer(self) -> FileWriter:
         fw = self.file_writer
         if fw is None:
             if self._dist is not None and not self._dist.is_writer:
@@ -200,9 +211,12 @@ class SummaryWriter:
         assert self.all_writers is not None
         fw = self.all_writers.get(path)
         if fw is None:
-            fw = FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix,
-                            flush_timeout=self.flush_timeout)
-            self.all_writers[path] = fw
+            with self._fw_lock:  # one file per sub-run, whichever threads log to it first
+                fw = self.all_writers.get(path)
+                if fw is None:
+                    fw = FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix,
+                                    flush_timeout=self.flush_timeout)
+                    self.all_writers[path] = fw
         return fw
 
     # -- text, tensors, layouts ----------------------------------------------------------------
@@ -528,7 +542,10 @@ class SummaryWriter:
     def _submit_prepared(self, tag: str, global_step: Any, walltime: Any, prepare: Any) -> None:
         tag = _convert.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
-        if self._skip_non_writer():
+        if self._skip_non_writer():  # the same checks on every rank, without the work
+            from ._reduce._backend import validation_only
+            with validation_only():
+                prepare(tag)
             return
         prep = prepare(tag)
         self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)

@@ -160,6 +160,27 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
             if rank == 1:
                 w.add_scalar("acc", 1.0, 10)
             w.add_scalar("loss", scalar(rank, 10), 10)
+        elif scenario == "bad-input":
+            # every rank must refuse the same bad input at the call (not rank 0 alone)
+            bad = {
+                "add_image": lambda: w.add_image("i", torch.rand(5, 4, 4), 0),
+                "add_images": lambda: w.add_images("i", torch.rand(2, 5, 4, 4), 0),
+                "add_image_with_boxes": lambda: w.add_image_with_boxes("b", torch.rand(3, 8, 8),
+                                                                       torch.rand(3), 0),
+                "add_figure": lambda: w.add_figure("f", "not a figure", 0),
+                "add_video": lambda: w.add_video("v", torch.rand(2, 3, 8, 8), 0),
+                "add_audio": lambda: w.add_audio("a", torch.rand(2, 100), 0),
+                "add_mesh": lambda: w.add_mesh("m", torch.rand(1, 10, 2), global_step=0),
+            }
+            raised = {}
+            for name, call in bad.items():
+                try:
+                    call()
+                    raised[name] = None
+                except (ValueError, TypeError) as err:
+                    raised[name] = type(err).__name__
+            result["raised"] = raised
+            w.add_scalar("after", 1.0, 0)
         elif scenario == "mismatch":
             w.add_scalar("loss", 1.0, 0)
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)

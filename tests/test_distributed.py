@@ -225,3 +225,15 @@ def test_divergence_still_writes_what_every_rank_logged_before_it(tmp_path, scen
     assert [v for _, v in got] == pytest.approx([np.mean([dist_worker.scalar(r, s) for r in range(world)])
                                                  for s in range(agreed)])
     assert "written" in results[0]["error"]
+
+
+def test_bad_input_raises_on_every_rank(tmp_path):
+    """Issue #19, defect 1: with distributed=True, bad input to add_image/add_images/
+    add_image_with_boxes/add_figure/add_video/add_audio/add_mesh raised on rank 0 only (the
+    others skipped before validating), so the ranks diverged."""
+    logdir, results = spawn(tmp_path, 2, "bad-input")
+    assert all("error" not in r for r in results), results
+    for name in results[0]["raised"]:
+        assert results[0]["raised"][name] is not None, name
+        assert results[1]["raised"][name] == results[0]["raised"][name], (name, results)
+    assert accumulate(logdir).Scalars("after")[0].value == 1.0

@@ -136,3 +136,18 @@ def test_common_prefix_of_the_ranks_signature_lists():
     assert protocol.common_prefix([a, a[:1]]) == 1
     assert protocol.common_prefix([a, None]) == 0  # a rank that did not answer: nothing is safe
     assert protocol.common_prefix([b[1:], a]) == 0
+
+
+def test_non_zero_ranks_file_writer_has_the_real_interface_only():
+    """Issue #19, defect 7: NullFileWriter.__getattr__ answered any name with a no-op, so a typo
+    on a non-zero rank passed silently there and failed on rank 0 only."""
+    import pytest
+    from gpulog.distributed.lifecycle import NullFileWriter
+    fw = NullFileWriter("runs/x")
+    assert fw.get_logdir() == "runs/x"
+    fw.add_summary(object(), 1)
+    fw.add_event(object())
+    fw.flush()
+    fw.close()
+    with pytest.raises(AttributeError):
+        fw.add_sumary(object(), 1)

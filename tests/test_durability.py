@@ -350,3 +350,19 @@ def test_open_files_stay_bounded(tmp_path):
     for i in (0, 299, 599):
         assert read_scalars(tmp_path / "sweep" / f"r{i}")["x"] == [(0, float(i))]
     assert read_scalars(tmp_path / "keys" / "m_k599")["m"] == [(0, 599.0)]
+
+
+def test_embedding_write_errors_are_oserrors(tmp_path):
+    """Issue #19, defect 6: an I/O error writing add_embedding's files became a RuntimeWarning
+    ('skipped'), although write errors are OSErrors on the next call."""
+    w = gpulog.SummaryWriter(tmp_path / "run")
+    (tmp_path / "run" / "00007").write_text("a file where the embedding's folder goes")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "skipped" warning may replace the error
+        w.add_embedding(np.random.rand(4, 3), global_step=7)
+        with pytest.raises(OSError):
+            w.flush()
+        w.add_scalar("after", 1.0, 1)
+        w.close()
+    assert read_scalars(tmp_path / "run")["after"] == [(1, 1.0)]

@@ -240,3 +240,66 @@ def test_add_event_and_add_summary_accept_protobuf_messages(tmp_path):
     s = read_scalars(tmp_path)
     assert s == {"a": [(5, 1.0)], "b": [(6, 2.0)]}
     assert any(e.wall_time == 123.0 for e in read_events(tmp_path))
+
+
+def test_reopening_after_close_from_two_threads_opens_one_file(tmp_path, monkeypatch):
+    """Issue #19, defect 2: _get_file_writer() had no lock; after close(), two threads logging
+    at once (the caller and the compiled-step pump, say) each opened a new event file."""
+    import threading
+    import time
+    from gpulog import file_writer
+    w = gpulog.SummaryWriter(tmp_path)
+    w.add_scalar("x", 0.0, 0)
+    w.close()
+    real_open = file_writer.FileWriter._open
+
+    def slow_open(self, *a, **k):  # widen the window between the check and the assignment
+        time.sleep(0.05)
+        return real_open(self, *a, **k)
+    monkeypatch.setattr(file_writer.FileWriter, "_open", slow_open)
+    start = threading.Barrier(2)
+
+    def log(i):
+        start.wait()
+        w.add_scalar("x", float(i), i)
+    threads = [threading.Thread(target=log, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    files = [f for f in os.listdir(tmp_path) if "tfevents" in f]
+    assert len(files) == 2, files  # the first file, and one reopened file
+    assert sorted(s for s, _ in read_scalars(tmp_path)["x"]) == [0, 1, 2]
+
+
+def test_a_write_error_is_reported_once(tmp_path):
+    """Issue #19, defect 3: Sink.error was read and cleared by callers without a lock, so two
+    threads could both raise the same write error (or a new one could be lost)."""
+    import sys
+    import threading
+    fw = gpulog.FileWriter(tmp_path)
+    sink = fw._sink
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: make the race likely
+    try:
+        for trial in range(300):
+            sink.error = OSError(28, f"No space left on device ({trial})")
+            raised = []
+            start = threading.Barrier(4)
+
+            def report():
+                start.wait()
+                try:
+                    fw._report(sink)
+                except OSError:
+                    raised.append(1)
+            threads = [threading.Thread(target=report) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(raised) == 1, (trial, len(raised))
+    finally:
+        sys.setswitchinterval(old)
+        fw.close()

@@ -7,12 +7,14 @@ never at import.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import os
 import threading
 import warnings
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -207,6 +209,21 @@ def wait_compiled(timeout: Optional[float] = None) -> None:
         t.join(timeout)
 
 
+_VALIDATE_ONLY = contextvars.ContextVar("gpulog_validate_only", default=False)
+
+
+@contextlib.contextmanager
+def validation_only() -> Iterator[None]:
+    """Within: :func:`finish` stages nothing (no snapshot, no device work).  Non-zero ranks of a
+    distributed writer run a summary's ``prepare`` this way, so every rank checks the same
+    arguments at the call and raises the same error, without reducing data rank 0 alone writes."""
+    token = _VALIDATE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATE_ONLY.reset(token)
+
+
 def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
            reduce: Callable[[Any], Sequence[torch.Tensor]], snapshot: bool = True,
            nbytes: Optional[int] = None) -> Prepared:
@@ -217,6 +234,8 @@ def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
     pooled buffers (the value at call time) and reduced later on the writer thread; pass
     ``snapshot=False`` only when ``x`` is already a private copy.
     """
+    if _VALIDATE_ONLY.get():
+        return Prepared(encode, tuple(args), 0, None)
     if _on_cuda(x):
         _transfer.check_not_capturing("gpulog")
         _transfer.guard_inputs(_flat(x), torch.cuda.current_stream())

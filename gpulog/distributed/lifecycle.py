@@ -60,7 +60,8 @@ def _ranks(ranks: List[int]) -> str:
 
 
 class NullFileWriter:
-    """What non-zero ranks hold instead of a FileWriter: creates nothing, writes nothing."""
+    """What non-zero ranks hold instead of a FileWriter: torch's FileWriter API, creating and
+    writing nothing.  Only the real methods exist, so a misspelt one fails on every rank."""
 
     def __init__(self, log_dir: Any) -> None:
         self._log_dir = str(log_dir)
@@ -68,8 +69,29 @@ class NullFileWriter:
     def get_logdir(self) -> str:
         return self._log_dir
 
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **k: None
+    def add_event(self, event: Any, step: Any = None, walltime: Any = None) -> None:
+        pass
+
+    def add_summary(self, summary: Any, global_step: Any = None, walltime: Any = None) -> None:
+        pass
+
+    def add_graph(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_onnx_graph(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+    def close_async(self) -> None:
+        pass
 
 
 _unsettled: Dict[int, Any] = {}  # id -> (settle function) of distributed writers not yet closed
