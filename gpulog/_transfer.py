@@ -92,6 +92,13 @@ class CaptureGate:
             time.sleep(delay)
             delay = min(delay * 2, max_wait)
 
+    def try_query(self, event: Any) -> bool:
+        """Has ``event`` completed?  False, without a CUDA call, while a capture is in progress."""
+        with self.lock:
+            if self.capturing:
+                return False
+            return bool(event.query())
+
     def wait_event(self, event: Any) -> None:
         """Until ``event`` has completed: ``query()`` under the gate, sleeping with back-off
         (50 µs doubling to 2 ms) in between, so a lagging GPU costs this thread no CPU."""
@@ -148,6 +155,10 @@ class DeviceStaged:
         # pinned memory stays bounded.
         self.nbytes = sum(p.numel() * p.element_size() for p in self._pinned)
 
+    def ready(self) -> bool:
+        """Writer thread, without waiting: would :meth:`result` return at once?"""
+        return self._host is not None or GATE.try_query(self._event)
+
     def result(self) -> Tuple[np.ndarray, ...]:
         """Writer thread: the host copies (idempotent; several items may share one staging)."""
         if self._host is None:
@@ -179,6 +190,9 @@ class DeviceStep:
         self._staged = DeviceStaged([t.detach().reshape(1).to(torch.int64)])
         self._value: Optional[int] = None
 
+    def ready(self) -> bool:
+        return self._value is not None or self._staged.ready()
+
     def value(self) -> int:
         """Writer thread: the step (waits on its copy's event, under the capture gate)."""
         if self._value is None:
@@ -200,6 +214,9 @@ class Mixed:
         self._staged = DeviceStaged([values[i] for i in on_device]) if on_device else None
         self.nbytes = self._staged.nbytes if self._staged is not None else 0
 
+    def ready(self) -> bool:
+        return self._staged is None or self._staged.ready()
+
     def result(self) -> Tuple[np.ndarray, ...]:
         out = list(self._host)
         if self._staged is not None:
@@ -216,6 +233,10 @@ class Then:
     def __init__(self, staged: Any, fn: Callable[..., Sequence[Any]]) -> None:
         self._staged, self._fn = staged, fn
         self.nbytes = getattr(staged, "nbytes", 0)
+
+    def ready(self) -> bool:
+        ready = getattr(self._staged, "ready", None)
+        return True if ready is None else bool(ready())
 
     def result(self) -> Tuple[np.ndarray, ...]:
         return tuple(_host_numpy(a) for a in self._fn(*self._staged.result()))

@@ -210,6 +210,7 @@ class Engine:
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self._dirty: "dict[int, Sink]" = {}
+        self._parked: "dict[int, collections.deque]" = {}  # writer thread only: see _drain
 
     # -- caller side ---------------------------------------------------------------------------
     def ensure_started(self) -> None:
@@ -240,6 +241,7 @@ class Engine:
     def _run(self) -> None:
         h = self.handoff
         items = h.items
+        delay = 50e-6
         while True:
             if items:
                 try:
@@ -247,6 +249,18 @@ class Engine:
                 except _Stop:
                     return
                 continue
+            if self._parked:
+                # Items waiting for the device (or for their caller to seal a batch): poll them
+                # with back-off (50 us doubling to 2 ms) while writing what is encoded.
+                self._unpark(block=False)
+                if self._parked:
+                    self._write_dirty()
+                    h.notify_space()
+                    h.wake.wait(delay)
+                    h.wake.clear()
+                    delay = min(delay * 2, 0.002)
+                    continue
+            delay = 50e-6
             # Queue idle: make everything encoded so far visible to readers.
             self._write_dirty()
             h.notify_space()
@@ -254,53 +268,42 @@ class Engine:
             h.wake.clear()
 
     def _drain(self, items: Any) -> None:
+        """Handle everything queued, in order per event file.  An item whose staged result is
+        not ready (device work still running, a CUDA scalar batch its caller has not sealed) is
+        *parked*, with every later item of the same file behind it, instead of making the one
+        writer thread wait: the other files go on (see :meth:`_unpark`)."""
         popleft = items.popleft
         dirty = self._dirty
+        parked = self._parked
         released = 0
         checked = started = time.monotonic()
         n = 0
         while items:
             item = popleft()
             op = item[0]
-            try:
-                if op == OP_SCALAR:
-                    _, sink, tag, value, step, wall = item
-                    if step is not None and step.__class__ is not int:
-                        step = step.value()  # a CUDA step, staged at the call
-                    sink.pending.append(frame(scalar_event(tag, value, step, wall)))
-                elif op == OP_SUMMARY:
-                    _, sink, encode, args, step, wall, nbytes, staged = item
-                    released += nbytes
-                    if step is not None and step.__class__ is not int:
-                        step = step.value()
-                    arrays = staged.result() if staged is not None else ()
-                    values = encode(*args, *arrays)
-                    sink.pending.append(frame(event_with_summary(wall, step, summary(values))))
-                elif op == OP_EVENT:
-                    _, sink, data = item
-                    sink.pending.append(frame(data))
-                elif op == OP_MULTI:  # several events, possibly to several files
-                    _, sink, fn, args, staged = item
-                    for target, data in fn(*args, *staged.result()):
-                        target.pending.append(frame(data))
-                        dirty[id(target)] = target
-                elif op == OP_CALL:
-                    _, sink, fn, args, nbytes = item
-                    released += nbytes
-                    try:
-                        fn(*args)
-                    except OSError as err:  # side files (embeddings): a write error, reported
-                        sink.set_error(err)  # as an OSError on the caller's next call
+            if parked:
+                sink = item[1]
+                if sink is None:  # a barrier for every file, or the end: what is parked first
+                    self._unpark(block=True)
+                elif id(sink) in parked:
+                    parked[id(sink)].append(item)
                     continue
-                else:
-                    self._barrier_item(item)
-                    continue
-            except Exception as err:  # noqa: BLE001 - encode failure: skip this item, say which
-                _warn_skipped(item, err)
+            if op == OP_SCALAR:  # the hot path, inline
+                _, sink, tag, value, step, wall = item
+                if step is not None and step.__class__ is not int:
+                    if not step.ready():
+                        parked[id(sink)] = collections.deque((item,))
+                        continue
+                    step = step.value()  # a CUDA step, staged at the call
+                sink.pending.append(frame(scalar_event(tag, value, step, wall)))
+                dirty[id(sink)] = sink
+                if len(sink.pending) >= sink.max_queue:
+                    sink.write_pending()
+            elif not _ready(item):
+                parked[id(item[1])] = collections.deque((item,))
                 continue
-            dirty[id(sink)] = sink
-            if len(sink.pending) >= sink.max_queue:
-                sink.write_pending()
+            else:
+                released += self._handle(item)
             n += 1
             if n & 1023 == 0:
                 now = time.monotonic()
@@ -316,6 +319,67 @@ class Engine:
             self.handoff.release_bytes(released)
         if n:  # a slow writer may never reach the check above: size the queue from this drain
             self.handoff.adapt(n, time.monotonic() - started)
+
+    def _unpark(self, block: bool) -> None:
+        """Handle parked items whose results are ready, in order per file; ``block``: all of
+        them, waiting as long as needed (a barrier for every file, the end)."""
+        released = 0
+        for key in list(self._parked):
+            queue = self._parked[key]
+            while queue and (block or _ready(queue[0])):
+                released += self._handle(queue.popleft())
+            if not queue:
+                del self._parked[key]
+        if released:
+            self.handoff.release_bytes(released)
+
+    def _handle(self, item: Any) -> int:
+        """Encode and frame one item (waiting for its staged result if needed); returns the
+        payload bytes it releases."""
+        op = item[0]
+        released = 0
+        dirty = self._dirty
+        try:
+            if op == OP_SCALAR:
+                _, sink, tag, value, step, wall = item
+                if step is not None and step.__class__ is not int:
+                    step = step.value()
+                sink.pending.append(frame(scalar_event(tag, value, step, wall)))
+            elif op == OP_SUMMARY:
+                _, sink, encode, args, step, wall, nbytes, staged = item
+                released = nbytes
+                if step is not None and step.__class__ is not int:
+                    step = step.value()
+                arrays = staged.result() if staged is not None else ()
+                values = encode(*args, *arrays)
+                sink.pending.append(frame(event_with_summary(wall, step, summary(values))))
+            elif op == OP_EVENT:
+                _, sink, data = item
+                sink.pending.append(frame(data))
+            elif op == OP_MULTI:  # several events, possibly to several files
+                _, sink, fn, args, staged = item
+                for target, data in fn(*args, *staged.result()):
+                    target.pending.append(frame(data))
+                    dirty[id(target)] = target
+            elif op == OP_CALL:
+                _, sink, fn, args, released = item
+                try:
+                    fn(*args)
+                except OSError as err:  # side files (embeddings): a write error, reported
+                    sink.set_error(err)  # as an OSError on the caller's next call
+                return released
+            else:
+                self._barrier_item(item)
+                return 0
+        except _Stop:
+            raise
+        except Exception as err:  # noqa: BLE001 - encode failure: skip this item, say which
+            _warn_skipped(item, err)
+            return released
+        dirty[id(sink)] = sink
+        if len(sink.pending) >= sink.max_queue:
+            sink.write_pending()
+        return released
 
     def _write_due(self, now: float) -> None:
         for sink in list(self._dirty.values()):
@@ -358,6 +422,21 @@ class Engine:
                     self._dirty.pop(id(sink), None)
         finally:
             done.set()
+
+
+def _ready(item: Any) -> bool:
+    """Can ``item`` be encoded without waiting (its staged result and CUDA step are on the host)?"""
+    op = item[0]
+    if op == OP_SUMMARY:
+        step, staged = item[4], item[7]
+    elif op == OP_MULTI:
+        step, staged = None, item[4]
+    else:
+        return True
+    if step is not None and step.__class__ is not int and not step.ready():
+        return False
+    ready = getattr(staged, "ready", None)  # host-side results (Ready, Deferred) have none
+    return ready is None or bool(ready())
 
 
 def _warn_skipped(item: Any, err: BaseException) -> None:

@@ -593,3 +593,57 @@ def test_cuda_steps_that_cannot_be_staged_are_refused_at_the_call(tmp_path, monk
         w.close()
     assert not syncs
     assert run_snapshots(str(tmp_path))["."]["scalar/after"] == [(5, 2.0)]
+
+
+def test_a_drain_from_gpulogs_threads_seals_scalar_batches_only_outside_a_capture(tmp_path, monkeypatch):
+    """Issue #19, defect 5: the SIGTERM drain (a gpulog thread) sealed open CUDA scalar batches
+    (pinned allocation and a copy on the user's stream) while another thread was capturing a
+    CUDA graph.  It now waits for the capture to end, as every other CUDA call of gpulog's
+    threads does."""
+    import threading
+    import time
+
+    from gpulog._transfer import GATE
+    with syncprobe.installed(monkeypatch) as probe:
+        w = gpulog.SummaryWriter(str(tmp_path))
+        w.add_scalar("s", fake(D["s"]), 1)          # an open batch
+        probe.local.strict = False
+        GATE.install()
+        with GATE.lock:
+            GATE.capturing += 1                      # another thread begins a capture
+        try:
+            drain = threading.Thread(target=w.flush, name="gpulog-sigterm")  # a gpulog thread
+            drain.start()
+            time.sleep(0.3)
+            during = list(probe.foreign_enqueues)
+        finally:
+            with GATE.lock:
+                GATE.capturing -= 1
+        drain.join(10)
+        w.close()
+    assert not during, during
+    assert run_snapshots(str(tmp_path))["."]["scalar/s"] == [(1, float(D["s"]))]
+
+
+def test_an_unsealed_scalar_batch_does_not_hold_up_other_files(tmp_path, monkeypatch):
+    """Issue #19, defect 4: the writer waited (up to IDLE_S) on a CUDA scalar batch the caller
+    had not sealed yet, and every other file's records waited behind it.  Now the item waits,
+    the writer goes on with the other files."""
+    import time
+
+    from gpulog import read_scalars
+    from gpulog._reduce import scalar as red_scalar
+    monkeypatch.setattr(red_scalar, "IDLE_S", 5.0)  # the caller stays away longer than this test
+    with syncprobe.installed(monkeypatch) as probe:
+        w = gpulog.SummaryWriter(str(tmp_path))
+        w.add_scalar("cuda", fake(D["s"]), 1)        # main file: a batch nobody seals for 5 s
+        w.add_scalars("m", {"a": 2.0}, 1)            # another file: plain floats
+        probe.local.strict = False
+        deadline = time.monotonic() + 3
+        seen = None
+        while time.monotonic() < deadline and not seen:
+            time.sleep(0.05)
+            seen = read_scalars(str(tmp_path / "m_a")).get("m")
+        w.close()
+    assert seen == [(1, 2.0)], "the other file waited behind the unsealed batch"
+    assert read_scalars(str(tmp_path))["cuda"] == [(1, float(D["s"]))]

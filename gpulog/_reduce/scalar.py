@@ -31,7 +31,7 @@ IDLE_S = 0.2       # the writer seals a requested batch itself after the caller 
 
 class Batch:
     __slots__ = ("device_buf", "used", "host", "event", "lock", "stream", "born", "wanted",
-                 "sealed", "_values")
+                 "wanted_at", "sealed", "_values")
 
     def __init__(self, device: torch.device, stream: Any) -> None:
         self.device_buf = torch.empty(SLOTS, dtype=torch.float64, device=device)
@@ -42,6 +42,7 @@ class Batch:
         self.stream = stream
         self.born = time.monotonic()
         self.wanted = False
+        self.wanted_at = 0.0
         self.sealed = threading.Event()
         self._values: Optional[np.ndarray] = None
 
@@ -59,6 +60,22 @@ class Batch:
         else:
             self.host = src.clone()
         self.sealed.set()
+
+    def ready(self) -> bool:
+        """Writer thread, without waiting: are the values on the host?  The first ask marks the
+        batch wanted (the caller seals it at its next call); a caller that stays away ``IDLE_S``
+        gets it sealed here, under the capture gate."""
+        if self._values is not None:
+            return True
+        if not self.sealed.is_set():
+            if not self.wanted:
+                self.wanted_at = time.monotonic()
+                self.wanted = True
+                return False
+            if time.monotonic() - self.wanted_at < IDLE_S:
+                return False
+            GATE.run(self._seal_from_writer)
+        return self.event is None or GATE.try_query(self.event)
 
     def values(self) -> np.ndarray:
         """Writer thread: the batch's values, once sealed and copied (idempotent)."""
@@ -92,6 +109,9 @@ class SlotRef:
 
     def __init__(self, batch: Batch, index: int) -> None:
         self.batch, self.index = batch, index
+
+    def ready(self) -> bool:
+        return self.batch.ready()
 
     def result(self) -> Tuple[np.ndarray]:
         return (self.batch.values()[self.index:self.index + 1],)
@@ -142,9 +162,15 @@ class Coalescer:
 
 
 def seal_all() -> None:
-    """At ``flush()``/``close()``: hand every value logged so far to the writer."""
+    """At ``flush()``/``close()``: hand every value logged so far to the writer.  From one of
+    gpulog's own threads (the SIGTERM drain, the exit drain's helpers) the seals — a pinned
+    allocation and a copy queued on the user's stream — wait for any CUDA-graph capture in this
+    process to end, as every other CUDA call of those threads does (``_transfer.GATE``)."""
     if _coalescer is not None:
-        _coalescer.seal_all()
+        if threading.current_thread().name.startswith("gpulog"):
+            GATE.run(_coalescer.seal_all)
+        else:
+            _coalescer.seal_all()
 
 
 _coalescer: Optional[Coalescer] = None

@@ -289,6 +289,9 @@ class _Reduced:
     def __init__(self, works: List[Any], bufs: List[torch.Tensor], wait: Callable[[Any], None]) -> None:
         self.works, self.bufs, self.wait = works, bufs, wait
 
+    def ready(self) -> bool:
+        return all(w.is_completed() for w in self.works)
+
     def result(self) -> Tuple[np.ndarray, ...]:
         for w in self.works:
             self.wait(w)
