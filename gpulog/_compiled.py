@@ -39,7 +39,7 @@ import torch
 from . import _transfer
 from ._encode import histogram as enc_histogram
 from ._encode import scalar as enc_scalar
-from .writer import LIVE_WRITERS as _WRITERS
+from ._registry import lookup as _writer
 
 RING_SLOTS = 1024      # executions a ring holds between two pick-ups
 POLL_S = 0.1
@@ -118,7 +118,7 @@ def _step(global_step: Any, value: torch.Tensor) -> Optional[torch.Tensor]:
 
 
 def _writer_id(writer: Any) -> int:
-    return int(writer._writer_id)  # registered in LIVE_WRITERS at construction
+    return int(writer._writer_id)  # its number in _registry, given at construction
 
 
 # -- rings ---------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def log_scalar(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writ
                new_style: bool, double_precision: bool, reduce: Optional[str] = "mean") -> None:
     """One execution's scalar into the ring of (writer, tag) on ``value``'s device."""
     if value.device.type != "cuda":  # the host runs this body at every execution: log directly
-        writer = _WRITERS.get(writer_id)
+        writer = _writer(writer_id)
         if writer is not None:
             writer.add_scalar(tag, value.detach(), _host_step(writer_id, tag, "scalar", step),
                               new_style=new_style, double_precision=double_precision, reduce=reduce)
@@ -241,7 +241,7 @@ def log_histogram(values: torch.Tensor, step: Optional[torch.Tensor], tag: str, 
     reduced where ``values`` lives, into the ring of (writer, tag)."""
     from ._reduce import histogram as red
     if values.device.type != "cuda":  # as log_scalar: the eager path (reduced on the writer thread)
-        writer = _WRITERS.get(writer_id)
+        writer = _writer(writer_id)
         if writer is not None:
             writer.add_histogram(tag, values.detach(), _host_step(writer_id, tag, "histogram", step),
                                  max_bins=max_bins)
@@ -299,7 +299,7 @@ def drain(writer_id: Optional[int] = None, wait: bool = True) -> None:
     for key, ring in list(_RINGS.items()):
         if writer_id is not None and key[0] != writer_id:
             continue
-        writer = _WRITERS.get(ring.writer_id)
+        writer = _writer(ring.writer_id)
         if writer is None:
             _RINGS.pop(key, None)
             continue

@@ -6,19 +6,17 @@ background writer.  Nothing in this module encodes protobufs or touches files.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import sys
 import threading
 import time
-import weakref
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 
-from . import _convert
+from . import _convert, _registry
 from ._encode import custom_scalars as enc_custom_scalars
 from ._encode import hparams as enc_hparams
 from ._encode import histogram as enc_histogram
@@ -29,8 +27,6 @@ from ._encode import text as enc_text
 from .file_writer import INT64_MAX, INT64_MIN, FileWriter, to_step, to_walltime
 
 Number = Union[int, float]
-LIVE_WRITERS: "weakref.WeakValueDictionary[int, SummaryWriter]" = weakref.WeakValueDictionary()
-_WRITER_IDS = itertools.count(1)
 _FLOAT_MAX = 1.7976931348623157e308
 _MEAN = "mean"
 REDUCE_OPS = _convert.REDUCE_OPS
@@ -72,8 +68,7 @@ class SummaryWriter:
         self._dist: Any = None
         self._exit_hook: Any = None
         # A constant that graphs compiled around add_* carry to find this writer at run time.
-        self._writer_id = next(_WRITER_IDS)  # never reused (id() is, after garbage collection)
-        LIVE_WRITERS[self._writer_id] = self
+        self._writer_id = _registry.register(self)
         if distributed:
             from .distributed import RankContext
             self._dist = RankContext(distributed_sync_secs, distributed_timeout, self._submit_reduced)
