@@ -47,7 +47,8 @@ def reference(tmp_path, world: int):
     return accumulate(d)
 
 
-@pytest.mark.parametrize("world,scenario", [(2, "basic"), (4, "basic"), (2, "basic-every-step")])
+@pytest.mark.parametrize("world,scenario", [(2, "basic"), pytest.param(4, "basic", marks=pytest.mark.slow),
+                                            (2, "basic-every-step")])
 def test_rank0_aggregates_like_one_process(tmp_path, world, scenario):
     logdir, results = spawn(tmp_path, world, scenario)
     assert all("error" not in r for r in results), results
@@ -91,6 +92,7 @@ def test_distributed_needs_an_initialised_group(tmp_path):
         gpulog.SummaryWriter(tmp_path, distributed=True)
 
 
+@pytest.mark.slow
 def test_system_metrics_every_rank_written_by_rank0(tmp_path):
     logdir, results = spawn(tmp_path, 2, "sysmetrics")
     assert all("error" not in r for r in results), results
@@ -133,6 +135,7 @@ def test_exit_without_close_still_writes_the_last_reductions(tmp_path, ending):
 
 @pytest.mark.parametrize("world,scenario", [(2, "jitter"), (2, "jitter-collective"),
                                             (4, "jitter"), (4, "jitter-collective")])
+@pytest.mark.slow
 def test_long_jittered_loop_at_default_settings(tmp_path, world, scenario):
     """Hundreds of ~5 ms steps with per-rank jitter: every rank cuts its pending list at the same
     points, so nothing diverges, and every step's aggregate is exact."""
@@ -155,6 +158,7 @@ def test_long_jittered_loop_at_default_settings(tmp_path, world, scenario):
     assert 1 < results[0]["sync_points"] < dist_worker.JITTER_STEPS / 4
 
 
+@pytest.mark.slow
 def test_writer_on_rank0_only_fails_fast_with_advice(tmp_path):
     """Frameworks build their writer on rank 0 only; distributed=True forwarded to it must not
     hang: a clear error within the handshake timeout, and the other ranks are unaffected."""
@@ -165,12 +169,14 @@ def test_writer_on_rank0_only_fails_fast_with_advice(tmp_path):
     assert "error" not in results[1]
 
 
+@pytest.mark.slow
 def test_rank_that_stops_logging_gives_an_error_in_bounded_time(tmp_path):
     logdir, results = spawn(tmp_path, 2, "stops")
     assert "DistributedError" in results[0].get("error", ""), results
     assert results[0]["seconds"] < 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["plain", "forward"])
 def test_lightning_ddp_rank0_only_logger(tmp_path, mode):
     """Lightning's TensorBoardLogger lives on rank 0 only. Plain gpulog works under strategy='ddp';

@@ -109,6 +109,7 @@ def test_write_failures_are_oserrors_with_errno(tmp_path):
     assert "tfevents" in out["filename"] and out["cause"] == "OSError"
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_every_value_whose_call_returned(tmp_path):
     """SLURM and Kubernetes preempt with SIGTERM: the child logs as fast as it can and publishes the
     last step whose add_scalar returned; after the kill every step up to it must be on disk, and
@@ -333,6 +334,7 @@ def test_write_failures_at_exit_are_reported(full_disk):
     assert "gpulog" in r.stderr and "not written" in r.stderr and "No space left" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_open_files_stay_bounded(tmp_path):
     code = textwrap.dedent(f"""
         import resource, gpulog

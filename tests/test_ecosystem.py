@@ -90,6 +90,7 @@ def test_demo_runs_and_logs_every_kind(tmp_path):
     assert any(t.startswith("system/host/") for t in tags["scalars"])
 
 
+@pytest.mark.slow
 def test_bench_cli_runs_quick_scalars(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run(["gpulog", "bench", "--quick", "--only", "scalars", "--out", str(out)],
@@ -101,6 +102,7 @@ def test_bench_cli_runs_quick_scalars(tmp_path):
     assert {row["writer"] for row in rows} >= {"gpulog", "torch"}
 
 
+@pytest.mark.slow
 def test_bench_work_compares_each_reduction_path_with_one_read(tmp_path):
     out = tmp_path / "work.json"
     r = subprocess.run(["gpulog", "bench", "--quick", "--only", "work", "--device", "cpu", "--out", str(out)],
@@ -142,6 +144,7 @@ def test_inspect_new_style_graph_only_json_csv_and_closed_pipe(tmp_path):
     assert len(r.stdout.splitlines()) == 2 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
 
 
+@pytest.mark.slow
 def test_patch_covers_tensorboardx_and_spawned_children(tmp_path):
     r = _run(f"""
         import multiprocessing as mp, sys

@@ -10,6 +10,8 @@ import pytest
 
 from tbcompare import accumulate, assert_same, run_snapshots
 
+pytestmark = pytest.mark.slow  # a separate tier: pytest -m 'not slow' skips it
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Values that measure the run's own speed differ between any two runs.
 TIMING = ("train_runtime", "samples_per_second", "steps_per_second")

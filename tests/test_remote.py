@@ -165,6 +165,7 @@ _SLOW_LOOP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_slow_store_flush_and_exit_are_bounded(s3, tmp_path):
     """Issue #18.2: a store that takes 0.5 s per chunk, flush_secs=1, 6 s of logging.  Sealed
     segments used to queue up without bound (flush still blocked after 39 s, the script not done
@@ -188,6 +189,7 @@ def test_slow_store_flush_and_exit_are_bounded(s3, tmp_path):
     assert out["flush_s"] < 60 and took < 150, (out, took)
 
 
+@pytest.mark.slow
 def test_store_outage_flush_raises_naming_what_waits_and_gpulog_sync_uploads_it(s3, tmp_path):
     """While the store is unreachable, flush() raises an OSError after flush_timeout naming the
     segments not uploaded; the process still exits; its segments stay in the staging folder and

@@ -18,6 +18,8 @@ import torch
 
 import gpulog
 
+pytestmark = pytest.mark.slow  # a separate tier: pytest -m 'not slow' skips it
+
 pytest.importorskip("tensorboard")
 ARTIFACTS = os.environ.get("GPULOG_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts"))
 

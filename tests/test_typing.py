@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a separate tier: pytest -m 'not slow' skips it
+
 
 def test_mypy_is_clean():
     pytest.importorskip("mypy")
