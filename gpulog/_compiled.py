@@ -372,7 +372,3 @@ def _drain_at_exit() -> None:
         import sys
         print(f"gpulog: values logged in compiled steps could not be picked up at exit: {err!r}",
               file=sys.stderr)
-
-
-def rings() -> List[Ring]:
-    return list(_RINGS.values())

@@ -52,6 +52,3 @@ def mask(crc: int) -> int:
     """TFRecord mask: rotate right by 15 bits, then add a constant (mod 2**32)."""
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
 
-
-def masked_crc32c(data: bytes) -> int:
-    return mask(crc32c(data))

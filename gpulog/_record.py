@@ -34,10 +34,6 @@ def event_file_name(suffix: str = "", now: float | None = None) -> str:
     return f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}{suffix}"
 
 
-class RecordError(ValueError):
-    """A record whose length or data CRC does not match."""
-
-
 class CorruptRecordWarning(RuntimeWarning):
     """A damaged record was met while reading; what came before it was kept."""
 
@@ -72,23 +68,3 @@ def read_records(fh: BinaryIO, path: str, check_crc: bool = True) -> Iterator[Tu
         else:
             yield pos, payload
         pos += 12 + length + 4
-
-
-def iter_records(data: bytes, check_crc: bool = True) -> Iterator[Tuple[int, bytes]]:
-    """Yield ``(offset, payload)`` for every complete record; a truncated tail is ignored.
-
-    A CRC mismatch raises :class:`RecordError` (nothing after a corrupt length can be trusted).
-    """
-    pos, n = 0, len(data)
-    while pos + 12 <= n:
-        (length,) = _unpack_q(data, pos)
-        if check_crc and _unpack_i(data, pos + 8)[0] != mask(crc32c(data[pos:pos + 8])):
-            raise RecordError(f"bad length CRC at offset {pos}")
-        end = pos + 12 + length + 4
-        if end > n:
-            return  # truncated last record: a writer may still be appending it
-        payload = data[pos + 12:pos + 12 + length]
-        if check_crc and _unpack_i(data, end - 4)[0] != mask(crc32c(payload)):
-            raise RecordError(f"bad data CRC at offset {pos}")
-        yield pos, payload
-        pos = end

@@ -160,10 +160,6 @@ class FileWriter:
     def get_logdir(self) -> str:
         return self._log_dir
 
-    @property
-    def event_file_path(self) -> Optional[str]:
-        return None if self._sink is None else self._sink.path
-
     # -- submission (caller thread) --------------------------------------------------------
     def _live_sink(self) -> _worker.Sink:
         """The open sink (reopened in a forked child); raises nothing stored: see ``_report``."""

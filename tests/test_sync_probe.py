@@ -291,7 +291,7 @@ def test_logging_on_a_capturing_stream(tmp_path, monkeypatch):
     assert not syncs, syncs[0]
     snap = run_snapshots(str(tmp_path))["."]
     assert sorted(snap) == ["histo/h", "histo/warm-up", "scalar/after", "scalar/s"]
-    assert {(ring.tag, ring.device.type) for ring in _compiled.rings() if ring.writer_id == wid} == {("s", "cuda"), ("h", "cuda")}
+    assert {(ring.tag, ring.device.type) for ring in _compiled._RINGS.values() if ring.writer_id == wid} == {("s", "cuda"), ("h", "cuda")}
     assert snap["scalar/s"] == [(5, float(D["s"]))] and snap["histo/h"][0][0] == 5
 
 
@@ -440,7 +440,6 @@ def test_triton_launch_wrappers_host_code_makes_no_host_wait(monkeypatch):
     from gpulog.kernels import _launch
     from gpulog.kernels import histogram as k_hist
     from gpulog.kernels import image as k_image
-    from gpulog.kernels import mesh as k_mesh
     from gpulog.kernels import pr_curve as k_pr
     from gpulog._reduce import histogram as red
 
@@ -460,7 +459,7 @@ def test_triton_launch_wrappers_host_code_makes_no_host_wait(monkeypatch):
     fakes = {"slices": Launch("hist"), "onchip": Launch("onchip"), "finish": Launch("finish")}
     monkeypatch.setattr(k_hist, "_kernels", lambda: fakes)
     monkeypatch.setattr(k_hist, "_kernel", lambda: fakes["slices"])
-    for mod, name in ((k_pr, "pr"), (k_image, "image"), (k_mesh, "mesh")):
+    for mod, name in ((k_pr, "pr"), (k_image, "image")):
         monkeypatch.setattr(mod, "_kernel", lambda name=name: Launch(name))
     monkeypatch.setattr(_launch, "_sm_count", lambda device: 132)
     monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
@@ -474,10 +473,9 @@ def test_triton_launch_wrappers_host_code_makes_no_host_wait(monkeypatch):
         k_pr.buckets(fake(D["pred"]), fake(D["lab"].bool()), fake(D["w"]), 33)
         k_image.grid_hwc_uint8(fake(D["imgs"]))
         k_image.grid_hwc_uint8(fake(D["imgs"][:, :1] > 0.5))
-        k_mesh.pack([fake(D["verts"]), fake(D["faces"]), fake(D["cols"])])
         syncs = list(probe.syncs)
     assert not syncs, syncs[0]
-    assert {name for name, _ in launches} == {"hist", "finish", "pr", "image", "mesh"}
+    assert {name for name, _ in launches} == {"hist", "finish", "pr", "image"}
 
 
 def test_scalar_batch_sealed_by_the_writer_only_when_the_caller_is_idle(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import torch
 
 from .. import _convert
 from .._encode import mesh as enc
-from ._backend import Prepared, finish, kernel_or
+from ._backend import Prepared, finish
 
 PARTS = (("vertices", enc.VERTEX), ("faces", enc.FACE), ("colors", enc.COLOR))
 
@@ -47,7 +47,6 @@ def prepare(tag: str, vertices: Any, colors: Any, faces: Any,
     json_config = enc.json_config(config_dict)
     layout = [(kind, tuple(t.shape)) for kind, t in parts]
     tensors = [t for _, t in parts]
-    if tensors[0].is_cuda:
-        return finish(enc.mesh, (tag, layout, json_config), tensors,
-                      kernel_or(tensors[0], "mesh.pack", pack_torch), snapshot=False)
+    if tensors[0].is_cuda:  # one cat on the device (a Triton kernel did no better), one copy back
+        return finish(enc.mesh, (tag, layout, json_config), tensors, pack_torch, snapshot=False)
     return finish(enc.mesh, (tag, layout, json_config), tuple(tensors), lambda ts: pack_torch(list(ts)))

@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 import pytest
 
 pytest.importorskip("triton")
-from gpulog.kernels import histogram as k_hist, image as k_img, mesh as k_mesh, pr_curve as k_pr  # noqa: E402
+from gpulog.kernels import histogram as k_hist, image as k_img, pr_curve as k_pr  # noqa: E402
 
 HOPPER, AMPERE = ["cuda", 90, 32], ["cuda", 80, 32]
 
@@ -61,8 +61,6 @@ def _variants() -> List[Dict[str, Any]]:
                                     ("i16", 3, 3, "i32"), ("bf16", 1, 3, "i64")]:
         add(f"image-{src}-c{c_in}-{total}", "image", {"src_ptr": f"*{src}", "out_ptr": "*u8", "total": total, **ints},
             {"COLS": 8, "C_IN": c_in, "C_OUT": c_out, "SCALE": 1.0 if src == "u8" else 255.0, "BLOCK": k_img.BLOCK})
-    for src in ["fp32", "fp64", "i64", "u8"]:
-        add(f"mesh-{src}", "mesh", {"src_ptr": f"*{src}", "out_ptr": "*fp32", "n": "i32"}, {"BLOCK": k_mesh.BLOCK})
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
-from gpulog.kernels import histogram as k_hist, image as k_img, mesh as k_mesh, pr_curve as k_pr  # noqa: E402
+from gpulog.kernels import histogram as k_hist, image as k_img, pr_curve as k_pr  # noqa: E402
 from gpulog._reduce import histogram as r_hist, image as r_img, mesh as r_mesh, pr_curve as r_pr  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -176,13 +176,12 @@ def test_image_three_way(shape, dtype):
     assert np.array_equal(k_img.grid_hwc_uint8(xs.to(DEV)).cpu().numpy(), oracle)
 
 
-def test_mesh_pack_two_way():
+def test_mesh_pack_matches_numpy():
     parts = [torch.rand(1, 50, 3), torch.randint(0, 50, (1, 20, 3), dtype=torch.int32),
              torch.randint(0, 255, (1, 50, 3), dtype=torch.uint8)]
     ref = r_mesh.pack_torch([p.to(DEV) for p in parts])[0]
-    ker = k_mesh.pack([p.to(DEV) for p in parts])[0]
     oracle = np.concatenate([p.numpy().astype(np.float32).ravel() for p in parts])
-    assert np.array_equal(ref.cpu().numpy(), oracle) and np.array_equal(ker.cpu().numpy(), oracle)
+    assert np.array_equal(ref.cpu().numpy(), oracle)
 
 
 def test_native_pr_declines_non_binary_labels():
