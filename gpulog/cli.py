@@ -18,13 +18,15 @@ def _kind(v: object) -> str:
 
 
 def _value(v: object) -> str:
-    if getattr(v, "kind") == "scalar":
-        return f"{getattr(v, 'scalar'):.6g}"
-    tensor = getattr(v, "tensor", None)
-    if getattr(v, "plugin_name") == "scalars" and tensor is not None:
-        import numpy as np
-        return f"{float(np.asarray(tensor.value).reshape(-1)[0]):.6g}"
-    return ""
+    """The last value in one line, by the kind's own module (``_encode.<kind>.describe``)."""
+    from ._encode import plugin_of, plugins
+    module = plugins().get(plugin_of(v))
+    if module is None:
+        return ""
+    try:
+        return str(module.describe(module.parse(v)))
+    except Exception:  # noqa: BLE001 - a value gpulog did not write: show the row, not a traceback
+        return "?"
 
 
 def inspect_rows(logdir: str) -> List[Tuple[str, str, str, object, object, object]]:

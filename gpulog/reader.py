@@ -16,7 +16,8 @@ import numpy as np
 from ._proto.decode import Event, parse_event
 from ._record import CorruptRecordWarning, read_records
 
-__all__ = ["CorruptRecordWarning", "event_files", "runs", "iter_events", "read_events", "read_scalars"]
+__all__ = ["CorruptRecordWarning", "event_files", "runs", "iter_events", "read_events", "read_scalars",
+           "read_summaries"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -129,11 +130,24 @@ def read_scalars(path: PathLike, as_frame: bool = False) -> Any:
             raise ImportError("read_scalars(..., as_frame=True) needs pandas: pip install pandas") from err
         rows = [(tag, step, value) for tag, values in read_scalars(path).items() for step, value in values]
         return pd.DataFrame(rows, columns=["tag", "step", "value"])
-    out: Dict[str, List[Tuple[int, float]]] = {}
+    return {tag: [(step, parsed["value"]) for step, parsed in values]
+            for tag, values in read_summaries(path, "scalars").items()}
+
+
+def read_summaries(path: PathLike, plugin: str) -> Dict[str, List[Tuple[int, Dict[str, Any]]]]:
+    """``{tag: [(step, values), ...]}`` in file order for one plugin: ``"scalars"``,
+    ``"histograms"``, ``"images"`` (add_video's GIFs too), ``"audio"``, ``"text"``,
+    ``"pr_curves"``, ``"mesh"``, ``"hparams"``, ``"custom_scalars"`` or ``"tensor"``.  ``values``
+    is what the kind's module parses back (``gpulog._encode.<kind>.parse``): e.g. ``num``,
+    ``min``, ``max``, ``bucket_limit``, ``bucket`` for histograms; ``curve``, ``precision``,
+    ``recall`` for PR curves; ``width``, ``height``, ``format`` for images; ``text`` for text."""
+    from ._encode import plugin_of, plugins
+    module = plugins().get(plugin)
+    if module is None:
+        raise ValueError(f"plugin must be one of {', '.join(sorted(plugins()))}, got {plugin!r}")
+    out: Dict[str, List[Tuple[int, Dict[str, Any]]]] = {}
     for ev in iter_events(path):
         for v in ev.values:
-            if v.kind == "scalar":
-                out.setdefault(v.tag, []).append((ev.step, float(v.scalar)))  # type: ignore[arg-type]
-            elif v.kind == "tensor" and v.plugin_name == "scalars" and v.tensor is not None:
-                out.setdefault(v.tag, []).append((ev.step, float(np.asarray(v.tensor.value).reshape(-1)[0])))
+            if plugin_of(v) == plugin:
+                out.setdefault(v.tag, []).append((ev.step, module.parse(v)))
     return out

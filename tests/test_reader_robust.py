@@ -128,3 +128,54 @@ def test_read_scalars_as_frame(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)     # as if not installed
     with pytest.raises(ImportError, match="pip install pandas"):
         read_scalars(tmp_path, as_frame=True)
+
+
+def test_every_kind_reads_back_as_tensorboard_reads_it(tmp_path):
+    """Issue #19: each summary kind's module parses what it wrote (the reader and `gpulog
+    inspect` knew only scalars).  Oracle: TensorBoard's EventAccumulator on the same files."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    from tensorboard.util.tensor_util import make_ndarray
+
+    import gpulog
+    from gpulog.reader import read_summaries
+    from tbcompare import accumulate
+    g = torch.Generator().manual_seed(3)
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for step in range(2):
+            w.add_histogram("h", torch.randn(1000, generator=g), step)
+            w.add_image("img", torch.rand(3, 12, 20, generator=g), step)
+            w.add_text("note", f"step {step} **bold**", step)
+            w.add_pr_curve("pr", torch.randint(0, 2, (300,), generator=g), torch.rand(300, generator=g), step,
+                           num_thresholds=33)
+            w.add_audio("snd", torch.rand(800, generator=g) * 2 - 1, step, sample_rate=8000)
+    acc = accumulate(str(tmp_path))
+    hist = read_summaries(tmp_path, "histograms")["h"]
+    for (step, got), want in zip(hist, acc.Histograms("h")):
+        assert step == want.step and got["num"] == want.histogram_value.num
+        assert list(got["bucket"]) == list(want.histogram_value.bucket)
+    images = read_summaries(tmp_path, "images")["img"]
+    assert [(s, p["width"], p["height"], p["format"]) for s, p in images] == \
+        [(e.step, e.width, e.height, "png") for e in acc.Images("img")]
+    texts = read_summaries(tmp_path, "text")["note/text_summary"]
+    assert [p["text"] for _, p in texts] == \
+        [make_ndarray(t.tensor_proto).reshape(-1)[0].decode() for t in acc.Tensors("note/text_summary")]
+    prs = read_summaries(tmp_path, "pr_curves")["pr"]
+    for (_, got), want in zip(prs, acc.Tensors("pr")):
+        np.testing.assert_array_equal(got["curve"].astype(np.float32), make_ndarray(want.tensor_proto))
+        assert got["num_thresholds"] == 33
+    sounds = read_summaries(tmp_path, "audio")["snd"]
+    assert [(p["sample_rate"], p["frames"]) for _, p in sounds] == \
+        [(e.sample_rate, e.length_frames) for e in acc.Audio("snd")]
+    r = subprocess.run([sys.executable, "-m", "gpulog.cli", "inspect", str(tmp_path), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    rows = {row["tag"]: row for row in json.loads(r.stdout)}
+    assert rows["h"]["last_value"].startswith("n=1000 ")
+    assert rows["img"]["last_value"] == "20x12 png"
+    assert rows["note/text_summary"]["last_value"] == "step 1 **bold**"
+    assert rows["pr"]["last_value"].startswith("33 thresholds")
+    assert rows["snd"]["last_value"] == "800 frames at 8000 Hz"

@@ -5,11 +5,12 @@ takes exactly three tags (value, lower, upper), anything else is a multiline cha
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .._proto import messages as m
 from .._proto.wire import f_msg, f_repeated_bytes, f_str
 
+PLUGIN_NAME = "custom_scalars"
 TAG = "custom_scalars__config__"
 
 
@@ -32,4 +33,12 @@ def layout_bytes(layout: Dict[str, Dict[str, List]]) -> bytes:
 
 def custom_scalars(layout: Dict[str, Dict[str, List]]) -> List[bytes]:
     tensor = m.string_tensor([layout_bytes(layout)], [], shape_always=True)
-    return [m.summary_value(TAG, tensor=tensor, metadata=m.summary_metadata("custom_scalars"))]
+    return [m.summary_value(TAG, tensor=tensor, metadata=m.summary_metadata(PLUGIN_NAME))]
+
+
+def parse(value: Any) -> Dict[str, Any]:
+    return {"layout": bytes(value.tensor.value.reshape(-1)[0])}
+
+
+def describe(parsed: Dict[str, Any]) -> str:
+    return f"layout ({len(parsed['layout'])} bytes)"

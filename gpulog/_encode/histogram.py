@@ -7,11 +7,13 @@ non-empty one, each labelled by its right edge.  ``regroup`` is torch's ``max_bi
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._proto import messages as m
+
+PLUGIN_NAME = "histograms"  # TensorBoard's plugin for HistogramProto values (written without metadata)
 
 
 def regroup(counts: np.ndarray, edges: np.ndarray, max_bins: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -74,3 +76,15 @@ def histogram_raw_arrays(tag: str, mn: np.ndarray, mx: np.ndarray, num: np.ndarr
     stats = tuple(float(np.asarray(v).reshape(-1)[0]) for v in (mn, mx, num, s, ss))
     return histogram_raw(tag, stats, np.asarray(bucket_limits, dtype=np.float64),
                          np.asarray(bucket_counts, dtype=np.float64))
+
+
+def parse(value: Any) -> Dict[str, Any]:
+    """A decoded ``HistogramProto`` value: statistics, ``bucket_limit`` (right edges) and
+    ``bucket`` (counts), as TensorBoard reads them."""
+    h = value.histogram
+    return {"num": h.num, "min": h.min, "max": h.max, "sum": h.sum, "sum_squares": h.sum_squares,
+            "bucket_limit": np.asarray(h.bucket_limit), "bucket": np.asarray(h.bucket)}
+
+
+def describe(parsed: Dict[str, Any]) -> str:
+    return f"n={parsed['num']:.6g} min={parsed['min']:.4g} max={parsed['max']:.4g}"

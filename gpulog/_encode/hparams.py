@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 from .._proto import messages as m
 from .._proto.wire import f_msg, f_str, f_varint
 
+PLUGIN_NAME = "hparams"
 EXPERIMENT_TAG = "_hparams_/experiment"
 SESSION_START_INFO_TAG = "_hparams_/session_start_info"
 SESSION_END_INFO_TAG = "_hparams_/session_end_info"
@@ -27,7 +28,7 @@ def data_type(v: Any) -> int:
 
 
 def _value(tag: str, plugin_content: bytes) -> bytes:
-    return m.summary_value(tag, metadata=m.summary_metadata("hparams", plugin_content))
+    return m.summary_value(tag, metadata=m.summary_metadata(PLUGIN_NAME, plugin_content))
 
 
 def hparams(hparam_dict: Dict[str, Any], metric_dict: Dict[str, Any],
@@ -50,3 +51,13 @@ def hparams(hparam_dict: Dict[str, Any], metric_dict: Dict[str, Any],
     end = f_msg(4, f_varint(1, STATUS_SUCCESS), always=True)
     return [[_value(EXPERIMENT_TAG, experiment)], [_value(SESSION_START_INFO_TAG, start)],
             [_value(SESSION_END_INFO_TAG, end)]]
+
+
+def parse(value: Any) -> Dict[str, Any]:
+    part = {EXPERIMENT_TAG: "experiment", SESSION_START_INFO_TAG: "session start",
+            SESSION_END_INFO_TAG: "session end"}.get(value.tag, "unknown")
+    return {"part": part, "content": value.plugin_content}
+
+
+def describe(parsed: Dict[str, Any]) -> str:
+    return str(parsed["part"])

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .._proto import messages as m
+
+PLUGIN_NAME = "images"  # Summary.Image values (written without metadata); add_video's GIFs too
 
 
 def _draw_boxes(image: Any, boxes: np.ndarray, labels: Optional[Sequence[str]]) -> None:
@@ -55,3 +57,16 @@ def image_boxes_staged(tag: str, rescale: float, labels: Optional[Sequence[str]]
                        boxes: np.ndarray) -> List[bytes]:
     """:func:`image` with boxes that were staged from the device beside the pixels."""
     return image(tag, rescale, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels, pixels)
+
+
+def parse(value: Any) -> Dict[str, Any]:
+    """A decoded ``Summary.Image``: size, channels, ``format`` ('png' or 'gif') and the bytes."""
+    im = value.image
+    data = bytes(im["encoded"])
+    fmt = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "gif" if data[:3] == b"GIF" else "unknown"
+    return {"width": int(im["width"]), "height": int(im["height"]), "channels": int(im["colorspace"]),
+            "format": fmt, "encoded": data}
+
+
+def describe(parsed: Dict[str, Any]) -> str:
+    return f"{parsed['width']}x{parsed['height']} {parsed['format']}"

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._proto import messages as m
 
+PLUGIN_NAME = "mesh"
 VERTEX, FACE, COLOR = 1, 2, 3
 _SUFFIX = {VERTEX: "_VERTEX", FACE: "_FACE", COLOR: "_COLOR"}
 
@@ -31,7 +32,20 @@ def mesh(tag: str, layout: Sequence[Tuple[int, Tuple[int, int, int]]], config: s
         n = int(np.prod(shape))
         part = packed[offset:offset + n]
         offset += n
-        md = m.summary_metadata("mesh", m.mesh_plugin_data(tag, kind, config, shape, components))
+        md = m.summary_metadata(PLUGIN_NAME, m.mesh_plugin_data(tag, kind, config, shape, components))
         values.append(m.summary_value(tag + _SUFFIX[kind], tensor=m.float_tensor(part, list(shape)),
                                       metadata=md))
     return values
+
+
+def parse(value: Any) -> Dict[str, Any]:
+    """One component (vertices, faces or colours) of a mesh: its name, shape and values."""
+    from .._proto.decode import fields
+    content_type = int((fields(value.plugin_content).get(3) or [0])[-1])  # type: ignore[arg-type]
+    names = {VERTEX: "vertices", FACE: "faces", COLOR: "colors"}
+    return {"component": names.get(content_type, "unknown"), "shape": list(value.tensor.shape),
+            "values": np.asarray(value.tensor.value)}
+
+
+def describe(parsed: Dict[str, Any]) -> str:
+    return f"{parsed['component']} {parsed['shape']}"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from .._proto import messages as m
 from .._proto.wire import f_str, varint
 
+PLUGIN_NAME = "scalars"
 _pack_d = struct.Struct("<d").pack
 _pack_f = struct.Struct("<f").pack
 _prefix: Dict[str, bytes] = {}
@@ -49,7 +50,7 @@ def scalar_event(tag: str, value: float, step: Optional[int], wall: float) -> by
 
 def new_style(tag: str, value: float, double_precision: bool) -> List[bytes]:
     """torch's new_style scalar: rank-0 DT_FLOAT (or DT_DOUBLE) tensor, plugin ``scalars``."""
-    md = m.summary_metadata("scalars")
+    md = m.summary_metadata(PLUGIN_NAME)
     if double_precision:
         tensor = m.double_tensor(np.array([value]), None)
     else:
@@ -63,3 +64,15 @@ def from_array(tag: str, new_style_: bool, double_precision: bool, value: np.nda
     if new_style_:
         return new_style(tag, v, double_precision)
     return [m.summary_value(tag, simple_value=v)]
+
+
+def parse(value: Any) -> Dict[str, float]:
+    """A decoded ``Summary.Value`` written by this module: ``{"value": float}`` (simple_value or
+    the new-style one-element tensor)."""
+    if value.kind == "scalar":
+        return {"value": float(value.scalar)}
+    return {"value": float(np.asarray(value.tensor.value).reshape(-1)[0])}
+
+
+def describe(parsed: Dict[str, float]) -> str:
+    return f"{parsed['value']:.6g}"

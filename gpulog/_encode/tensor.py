@@ -7,7 +7,7 @@ widened losslessly to DT_FLOAT.  Plugin name ``tensor`` as torch writes it.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -22,10 +22,20 @@ _DTYPES = {
     np.dtype(np.complex128): m.DT_COMPLEX128,
 }
 SUPPORTED = tuple(str(d) for d in _DTYPES)
+PLUGIN_NAME = "tensor"
 
 
 def tensor(tag: str, array: np.ndarray) -> List[bytes]:
     dt = _DTYPES[array.dtype]
     content = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     proto = m.tensor_proto(dt, list(array.shape), body=f_bytes(4, content), shape_always=True)
-    return [m.summary_value(tag, tensor=proto, metadata=m.summary_metadata("tensor"))]
+    return [m.summary_value(tag, tensor=proto, metadata=m.summary_metadata(PLUGIN_NAME))]
+
+
+def parse(value: Any) -> Dict[str, Any]:
+    return {"array": np.asarray(value.tensor.value)}
+
+
+def describe(parsed: Dict[str, Any]) -> str:
+    a = parsed["array"]
+    return f"{a.dtype} {list(a.shape)}"

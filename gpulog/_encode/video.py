@@ -12,6 +12,7 @@ from typing import List
 import numpy as np
 
 from .._proto import messages as m
+from .image import PLUGIN_NAME  # noqa: F401 - videos are images (GIFs) to TensorBoard
 
 
 def gif(frames: np.ndarray, fps: float) -> bytes:
