@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _transfer
+from . import _inputs, _transfer
 from ._encode import histogram as enc_histogram
 from ._encode import scalar as enc_scalar
 from ._registry import lookup as _writer
@@ -55,8 +55,7 @@ def add_scalar(writer: Any, tag: str, value: Any, global_step: Any, walltime: An
         value = torch.zeros((), dtype=torch.float64) + value
     _check(tag, value, walltime, "scalar_value")
     _check_distributed(writer, value)
-    if value.numel() != 1:
-        raise ValueError(f"scalar_value must hold exactly one element, got shape {tuple(value.shape)}")
+    _inputs.one_element(value, "scalar_value")
     torch.ops.gpulog.log_scalar(value, _step(global_step, value), tag, _writer_id(writer),
                                 bool(new_style), bool(double_precision), reduce)
 

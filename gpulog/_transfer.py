@@ -175,18 +175,13 @@ class DeviceStaged:
 
 
 class DeviceStep:
-    """A ``global_step`` held in a CUDA tensor: copied to the host with one small asynchronous
-    copy (like the values), read on the writer thread by :meth:`value` — never at the call."""
+    """A ``global_step`` held in a CUDA tensor (checked by ``_inputs.to_step``: one element, an
+    integer dtype): copied to the host with one small asynchronous copy (like the values), read
+    on the writer thread by :meth:`value` — never at the call."""
 
     __slots__ = ("_staged", "_value")
 
     def __init__(self, t: torch.Tensor) -> None:
-        if t.numel() != 1:
-            raise ValueError(f"global_step must hold exactly one element, got shape {tuple(t.shape)}")
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"global_step on a CUDA device must be an integer tensor (it is read on "
-                            f"the writer thread, so a fraction could not be refused at the call), "
-                            f"got {t.dtype}; pass step.long()")
         self._staged = DeviceStaged([t.detach().reshape(1).to(torch.int64)])
         self._value: Optional[int] = None
 
@@ -304,7 +299,13 @@ class Deferred:
         return out
 
 
+def widen_bf16_for_numpy(t: torch.Tensor) -> torch.Tensor:
+    """bfloat16 -> float32 (exact), wherever a tensor becomes a numpy array: numpy has no
+    bfloat16.  (The other bfloat16 rule, torch's narrowing to float16, is in ``_inputs``.)"""
+    return t.float() if t.dtype == torch.bfloat16 else t
+
+
 def _host_numpy(t: Any) -> Any:
     if isinstance(t, torch.Tensor):
-        return t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
+        return widen_bf16_for_numpy(t).numpy()
     return t

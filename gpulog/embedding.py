@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from . import _convert
+from . import _inputs
 
 
 def encode_tag(tag: str) -> str:
@@ -57,8 +57,8 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
             tag: str, metadata_header: Optional[Sequence[str]]) -> Job:
     import torch
     from ._transfer import Deferred, DeviceStaged, Mixed
-    m = _convert.local(mat.detach(), "mat") if isinstance(mat, torch.Tensor) else torch.from_numpy(
-        np.array(_convert.to_numpy(mat, "mat")))
+    m = _inputs.local(mat.detach(), "mat") if isinstance(mat, torch.Tensor) else torch.from_numpy(
+        np.array(_inputs.to_numpy(mat, "mat")))
     if m.dim() != 2:
         raise ValueError(f"mat must be 2-D [N, D] (one row per point), got shape {tuple(m.shape)}")
     if metadata is not None:
@@ -71,9 +71,9 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
     sprite = None
     dims = None
     if label_img is not None:
-        img = _convert.local(label_img.detach(), "label_img") if isinstance(label_img, torch.Tensor) \
+        img = _inputs.local(label_img.detach(), "label_img") if isinstance(label_img, torch.Tensor) \
             else torch.from_numpy(
-            np.array(_convert.to_numpy(label_img, "label_img")))
+            np.array(_inputs.to_numpy(label_img, "label_img")))
         if img.dim() != 4 or img.shape[1] not in (1, 3):
             raise ValueError(f"label_img must be [N, C, H, W] with C = 1 or 3, got {tuple(img.shape)}")
         if img.shape[0] != m.shape[0]:

@@ -12,7 +12,8 @@ import time
 import weakref
 from typing import Any, Callable, List, Optional, Sequence
 
-from . import _convert, _worker
+from . import _inputs, _worker
+from ._inputs import to_step, to_walltime
 from ._proto import messages as m
 from ._record import event_file_name, frame
 from .errors import WriterError
@@ -45,58 +46,6 @@ def _as_dir(log_dir: Any) -> str:
     return str(log_dir)
 
 
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
-
-
-def to_step(global_step: Any, device_ok: bool = True) -> Any:
-    """``None`` or an integral step in int64 (ints, integral floats, numpy ints, one-element
-    tensors): the event's ``step`` field is an int64, and a larger value would be written
-    wrapped or undecodable (TensorBoard's reload thread dies on it).
-
-    A one-element integer tensor on a CUDA device is not read here (that would wait for the
-    device): it becomes a ``_transfer.DeviceStep``, copied to the host asynchronously and read on
-    the writer thread.  Where the step is needed on the host at the call (``device_ok=False``:
-    purge_step, embedding folders, protobuf events) a CUDA step is a ``TypeError``."""
-    if global_step is None:
-        return None
-    if type(global_step) is int:
-        step = global_step
-    else:
-        if _convert.is_cuda_tensor(global_step):
-            if not device_ok:
-                raise TypeError("global_step must be a host integer here (it is needed at the call); "
-                                "pass int(step), or log from a host counter")
-            from ._transfer import DeviceStep
-            return DeviceStep(global_step)
-        if isinstance(global_step, bool) or isinstance(global_step, bytes):
-            raise TypeError(f"global_step must be an integer, got {global_step!r}")
-        if isinstance(global_step, str):  # torch's writer takes int(global_step): "5" is 5
-            try:
-                return to_step(int(global_step.strip()))
-            except ValueError:
-                raise TypeError(f"global_step must be an integer, got {global_step!r:.40}") from None
-        try:
-            step = int(global_step)
-        except (TypeError, ValueError, OverflowError) as err:
-            raise TypeError(f"global_step must be an integer, got {type(global_step).__name__} "
-                            f"({global_step!r:.40})") from err
-        if isinstance(global_step, float) and step != global_step:
-            raise ValueError(f"global_step must be a whole number, got {global_step!r}")
-    if not INT64_MIN <= step <= INT64_MAX:
-        raise ValueError(f"global_step must fit in int64 (-2**63 .. 2**63-1), got {step}; "
-                         "TensorBoard stores steps as int64")
-    return step
-
-
-def to_walltime(walltime: Any) -> float:
-    if walltime is None:
-        return time.time()
-    try:
-        return float(walltime)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"walltime must be a number of seconds, got {walltime!r}") from err
-
-
 class FileWriter:
     """Writes events to ``<log_dir>/events.out.tfevents.*``; thread-safe, never blocks on I/O."""
 
@@ -104,9 +53,9 @@ class FileWriter:
                  filename_suffix: str = "", *, flush_timeout: float = 60.0,
                  _purge_step: Optional[int] = None) -> None:
         try:
-            max_queue = _convert.positive(max_queue, "max_queue", integer=True)
-            flush_secs = _convert.positive(flush_secs, "flush_secs")
-            flush_timeout = _convert.positive(flush_timeout, "flush_timeout")
+            max_queue = _inputs.positive(max_queue, "max_queue", integer=True)
+            flush_secs = _inputs.positive(flush_secs, "flush_secs")
+            flush_timeout = _inputs.positive(flush_timeout, "flush_timeout")
         except TypeError as err:  # a wrong type for these counts is a bad value, as before
             raise ValueError(str(err)) from None
         self._flush_timeout = flush_timeout

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 
-from . import _convert, _registry
+from . import _inputs, _registry
 from ._encode import custom_scalars as enc_custom_scalars
 from ._encode import hparams as enc_hparams
 from ._encode import histogram as enc_histogram
@@ -24,13 +24,14 @@ from ._encode import pr_curve as enc_pr_curve
 from ._encode import scalar as enc_scalar
 from ._encode import tensor as enc_tensor
 from ._encode import text as enc_text
-from .file_writer import INT64_MAX, INT64_MIN, FileWriter, to_step, to_walltime
+from ._inputs import INT64_MAX, INT64_MIN, to_step, to_walltime
+from .file_writer import FileWriter
 
 Number = Union[int, float]
 _FLOAT_MAX = 1.7976931348623157e308
 _MEAN = "mean"
-REDUCE_OPS = _convert.REDUCE_OPS
-_bad_reduce = _convert.bad_reduce
+REDUCE_OPS = _inputs.REDUCE_OPS
+_bad_reduce = _inputs.bad_reduce
 
 
 class SummaryWriter:
@@ -139,13 +140,13 @@ class SummaryWriter:
         t = type(scalar_value)
         # Inside a compiled step (Python numbers too: the learning rate), and for a CUDA tensor on
         # a capturing stream, the call is one opaque op / a ring write that every replay repeats.
-        if _IS_COMPILING() or (t is not float and t is not int and _convert.is_cuda_tensor(scalar_value)
+        if _IS_COMPILING() or (t is not float and t is not int and _inputs.is_cuda_tensor(scalar_value)
                                and _capturing()):
             from . import _compiled
             return _compiled.add_scalar(self, tag, scalar_value, global_step, walltime, new_style,
                                         double_precision, reduce)
         if type(tag) is not str or not tag.isascii():
-            tag = _convert.check_tag(tag)
+            tag = _inputs.check_tag(tag)
         if global_step is not None and (type(global_step) is not int
                                         or not INT64_MIN <= global_step <= INT64_MAX):
             global_step = to_step(global_step)
@@ -155,12 +156,12 @@ class SummaryWriter:
                                          new_style, double_precision, self._dist_target())
         fw = self.file_writer or self._get_file_writer()
         if t is int and not -_FLOAT_MAX <= scalar_value <= _FLOAT_MAX:
-            scalar_value = _convert.scalar(scalar_value)  # raises: beyond float64
+            scalar_value = _inputs.scalar(scalar_value)  # raises: beyond float64
         if t is not float and t is not int:
-            if _convert.is_cuda_tensor(scalar_value):
+            if _inputs.is_cuda_tensor(scalar_value):
                 return self._add_device_scalar(fw, tag, scalar_value, global_step, wall,
                                                new_style, double_precision)
-            scalar_value = _convert.scalar(scalar_value)
+            scalar_value = _inputs.scalar(scalar_value)
         if new_style:
             fw.submit(enc_scalar.new_style, (tag, scalar_value, double_precision), global_step, wall)
         else:
@@ -176,7 +177,7 @@ class SummaryWriter:
                     global_step: Optional[int] = None, walltime: Optional[float] = None,
                     *, reduce: Optional[str] = _MEAN) -> None:
         """One sub-run per key, ``<log_dir>/<main_tag with '/'→'_'>_<key>``, as torch names them."""
-        main_tag = _convert.check_tag(main_tag, "main_tag")
+        main_tag = _inputs.check_tag(main_tag, "main_tag")
         if reduce is not _MEAN and reduce not in REDUCE_OPS:
             _bad_reduce(reduce)
         if not isinstance(tag_scalar_dict, dict):
@@ -185,9 +186,9 @@ class SummaryWriter:
         step, wall = to_step(global_step), to_walltime(walltime)
         values = {}
         for key, v in tag_scalar_dict.items():
-            key = _check_sub_run(_convert.check_tag(key, "tag_scalar_dict key"), "tag_scalar_dict key")
-            values[key] = v if _convert.is_cuda_tensor(v) or self._dist is not None \
-                else _convert.scalar(v, f"tag_scalar_dict[{key!r}]")
+            key = _check_sub_run(_inputs.check_tag(key, "tag_scalar_dict key"), "tag_scalar_dict key")
+            values[key] = v if _inputs.is_cuda_tensor(v) or self._dist is not None \
+                else _inputs.scalar(v, f"tag_scalar_dict[{key!r}]")
         fw_logdir = self._get_file_writer().get_logdir()
         for key, v in values.items():
             path = os.path.join(fw_logdir, main_tag.replace("/", "_") + "_" + key)
@@ -196,7 +197,7 @@ class SummaryWriter:
                 self._dist.add_scalar(main_tag, v, step, wall, reduce, False, False, target)
                 continue
             fw = self._sub_writer(path)
-            if _convert.is_cuda_tensor(v):
+            if _inputs.is_cuda_tensor(v):
                 self._add_device_scalar(fw, main_tag, v, step, wall, False, False)
             else:
                 fw.submit_scalar(main_tag, v, step, wall)
@@ -218,10 +219,10 @@ class SummaryWriter:
     def add_text(self, tag: str, text_string: str, global_step: Optional[int] = None,
                  walltime: Optional[float] = None) -> None:
         """Markdown text under ``<tag>/text_summary``."""
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         if not isinstance(text_string, str):
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
-        _convert.check_text(text_string, "text_string")
+        _inputs.check_text(text_string, "text_string")
         if self._skip_non_writer():
             return
         self._get_file_writer().submit(enc_text.text, (tag, text_string), to_step(global_step),
@@ -232,9 +233,9 @@ class SummaryWriter:
         """Any numeric tensor, readable back by ``make_ndarray`` for every dtype.  A CUDA tensor
         is copied asynchronously into pinned memory (the whole tensor is the summary) and encoded
         on the writer thread: the call does not wait for the device."""
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
-        if _convert.is_cuda_tensor(tensor):
+        if _inputs.is_cuda_tensor(tensor):
             t = tensor.detach()
             dtype = str(t.dtype).replace("torch.", "")
             if dtype not in enc_tensor.SUPPORTED and dtype != "bfloat16":
@@ -246,10 +247,11 @@ class SummaryWriter:
             if self._skip_non_writer():
                 return
             from ._transfer import DeviceStaged
-            staged = DeviceStaged([t.float() if dtype == "bfloat16" else t])  # as to_numpy widens it
+            from ._transfer import widen_bf16_for_numpy
+            staged = DeviceStaged([widen_bf16_for_numpy(t)])  # as to_numpy widens it
             self._get_file_writer().submit(enc_tensor.tensor, (tag,), step, wall, staged.nbytes, staged)
             return
-        arr = _convert.to_numpy(tensor, "tensor")
+        arr = _inputs.to_numpy(tensor, "tensor")
         if arr.dtype.name not in enc_tensor.SUPPORTED:
             raise TypeError(f"add_tensor: unsupported dtype {arr.dtype}; use one of "
                             f"{', '.join(enc_tensor.SUPPORTED)}")
@@ -284,9 +286,9 @@ class SummaryWriter:
                     run_name: Optional[str] = None, global_step: Optional[int] = None) -> None:
         """Hyperparameters and metrics in the sub-run ``<log_dir>/<run_name or time.time()>``."""
         hparams = _check_hparams(hparam_dict, metric_dict, hparam_domain_discrete)
-        metrics = {_convert.check_tag(k, "metric_dict key"):
-                   _device_number(v, f"metric_dict[{k!r}]") if _convert.is_cuda_tensor(v)
-                   else _convert.scalar(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
+        metrics = {_inputs.check_tag(k, "metric_dict key"):
+                   _device_number(v, f"metric_dict[{k!r}]") if _inputs.is_cuda_tensor(v)
+                   else _inputs.scalar(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
         step = to_step(global_step)
         if self._skip_non_writer():
             return
@@ -299,7 +301,7 @@ class SummaryWriter:
         now = time.time()
         # Tensor values on a CUDA device are staged in one asynchronous copy and filled in on the
         # writer thread (no wait here); everything else is encoded now.
-        from_device = [(d, k) for d in (hparams, metrics) for k, v in d.items() if _convert.is_tensor(v)]
+        from_device = [(d, k) for d in (hparams, metrics) for k, v in d.items() if _inputs.is_tensor(v)]
         if from_device:
             from ._transfer import Mixed
             staged = Mixed([d[k] for d, k in from_device])
@@ -313,7 +315,7 @@ class SummaryWriter:
             for values in enc_hparams.hparams(hparams, metrics, hparam_domain_discrete):
                 fw.submit(_constant, (values,), step, now)
         for k, v in metrics.items():
-            if not _convert.is_tensor(v):
+            if not _inputs.is_tensor(v):
                 fw.submit_scalar(k, v, step, time.time())
         fw.close_async()
 
@@ -322,17 +324,17 @@ class SummaryWriter:
                           sum_squares: Number, bucket_limits: Any, bucket_counts: Any,
                           global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
         """A histogram from precomputed statistics; ``bucket_limits[i]`` is bucket i's right edge."""
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         names = ("min", "max", "num", "sum", "sum_squares")
         stats = (min, max, num, sum, sum_squares)
-        if any(_convert.is_cuda_tensor(v) for v in (*stats, bucket_limits, bucket_counts)):
+        if any(_inputs.is_cuda_tensor(v) for v in (*stats, bucket_limits, bucket_counts)):
             return self._add_raw_from_device(
                 enc_histogram.histogram_raw_arrays, tag, list(zip(stats, names)),
                 [(bucket_limits, "bucket_limits"), (bucket_counts, "bucket_counts")], (),
                 global_step, walltime)
-        host_stats = tuple(_convert.scalar(v, n) for v, n in zip(stats, names))
-        limits = _convert.to_numpy(bucket_limits, "bucket_limits").astype(np.float64).ravel()
-        counts = _convert.to_numpy(bucket_counts, "bucket_counts").astype(np.float64).ravel()
+        host_stats = tuple(_inputs.scalar(v, n) for v, n in zip(stats, names))
+        limits = _inputs.to_numpy(bucket_limits, "bucket_limits").astype(np.float64).ravel()
+        counts = _inputs.to_numpy(bucket_counts, "bucket_counts").astype(np.float64).ravel()
         if len(limits) != len(counts):
             raise ValueError(f"len(bucket_limits) ({len(limits)}) != len(bucket_counts) "
                              f"({len(counts)}); pass one limit per bucket")
@@ -349,18 +351,17 @@ class SummaryWriter:
         step, wall = to_step(global_step), to_walltime(walltime)
         values = []
         for v, name in scalars:
-            if _convert.is_cuda_tensor(v):
-                if v.numel() != 1:
-                    raise ValueError(f"{name} must hold exactly one element, got shape {tuple(v.shape)}")
+            if _inputs.is_cuda_tensor(v):
+                _inputs.one_element(v, name)
                 values.append(v.detach().reshape(1).double())
             else:
-                values.append(np.array([_convert.scalar(v, name)]))
+                values.append(np.array([_inputs.scalar(v, name)]))
         lengths = {}
         for v, name in rows:
-            if _convert.is_cuda_tensor(v):
+            if _inputs.is_cuda_tensor(v):
                 values.append(v.detach().reshape(-1).double())
             else:
-                values.append(_convert.to_numpy(v, name).astype(np.float64).ravel())
+                values.append(_inputs.to_numpy(v, name).astype(np.float64).ravel())
             lengths[name] = values[-1].shape[0]
         if len(set(lengths.values())) != 1:
             raise ValueError(f"{tag}: every row must have the same length, got {lengths}; pass one "
@@ -375,17 +376,17 @@ class SummaryWriter:
                          recall: Any, global_step: Optional[int] = None, num_thresholds: int = 127,
                          weights: Any = None, walltime: Optional[float] = None) -> None:
         """A PR curve from precomputed rows (all of one length)."""
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         names = ("true_positive_counts", "false_positive_counts", "true_negative_counts",
                  "false_negative_counts", "precision", "recall")
         given = (true_positive_counts, false_positive_counts, true_negative_counts,
                  false_negative_counts, precision, recall)
         _check_thresholds(num_thresholds)
-        if any(_convert.is_cuda_tensor(v) for v in given):
+        if any(_inputs.is_cuda_tensor(v) for v in given):
             return self._add_raw_from_device(enc_pr_curve.pr_curve_raw_arrays, tag, [],
                                              list(zip(given, names)), (num_thresholds,),
                                              global_step, walltime)
-        rows = [_convert.to_numpy(v, n).astype(np.float64).ravel() for v, n in zip(given, names)]
+        rows = [_inputs.to_numpy(v, n).astype(np.float64).ravel() for v, n in zip(given, names)]
         lengths = {n: len(r) for n, r in zip(names, rows)}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"add_pr_curve_raw: all six rows must have the same length, got {lengths}")
@@ -403,11 +404,11 @@ class SummaryWriter:
         For CUDA ``values`` nothing waits for the device, whatever ``bins`` is; numpy's estimator
         strings ('auto', 'fd', ...) need the data's quantiles, so with those the data is copied
         asynchronously to the host and binned on the writer thread (README: "CUDA tensors")."""
-        if _IS_COMPILING() or _convert.is_cuda_tensor(values) and _capturing():
+        if _IS_COMPILING() or _inputs.is_cuda_tensor(values) and _capturing():
             from . import _compiled  # one opaque op / a ring write that every replay repeats
             return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
         from ._reduce import histogram as red
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._dist is not None:
             return self._dist.add_histogram(tag, values, step, wall, bins, max_bins, self._dist_target())
@@ -419,7 +420,7 @@ class SummaryWriter:
                      walltime: Optional[float] = None) -> None:
         """PR curve from binary labels and predictions in [0, 1] (torch's compute_curve)."""
         from ._reduce import pr_curve as red
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         _check_thresholds(num_thresholds)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._dist is not None:
@@ -483,7 +484,7 @@ class SummaryWriter:
                       metadata_header: Optional[Sequence[str]] = None) -> None:
         """Projector files (tensors.tsv, metadata.tsv, sprite.png, projector_config.pbtxt)."""
         from . import _remote, embedding
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         if _remote.is_remote(str(self.log_dir)):
             raise ValueError("add_embedding writes projector files (tensors.tsv, sprite.png, ...) that "
                              "are not supported in a remote log_dir yet; log embeddings to a local "
@@ -535,7 +536,7 @@ class SummaryWriter:
         fw.submit_multi(enc_graph.onnx_graph_events, (fw._live_sink(), wall, graph), Ready(()))
 
     def _submit_prepared(self, tag: str, global_step: Any, walltime: Any, prepare: Any) -> None:
-        tag = _convert.check_tag(tag)
+        tag = _inputs.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
         if self._skip_non_writer():  # the same checks on every rank, without the work
             from ._reduce._backend import validation_only
@@ -667,8 +668,7 @@ def _constant(values: List[bytes]) -> List[bytes]:
 
 def _device_number(v: Any, name: str) -> Any:
     """A one-element CUDA tensor kept on the device (read on the writer thread), as float64."""
-    if v.numel() != 1:
-        raise ValueError(f"{name} must hold exactly one element, got shape {tuple(v.shape)}")
+    _inputs.one_element(v, name)
     if v.is_complex():
         raise TypeError(f"{name} must be real, got a {v.dtype} tensor")
     return v.detach().reshape(1).double()
@@ -716,16 +716,16 @@ def _check_hparams(hparam_dict: Any, metric_dict: Any, domain: Any) -> Dict[str,
                         f"{type(hparam_dict).__name__} and {type(metric_dict).__name__}")
     out: Dict[str, Any] = {}
     for k, v in hparam_dict.items():
-        k = _convert.check_tag(k, "hparam_dict key")
-        if _convert.is_cuda_tensor(v):
+        k = _inputs.check_tag(k, "hparam_dict key")
+        if _inputs.is_cuda_tensor(v):
             v = _device_number(v, f"hparam_dict[{k!r}]")  # read on the writer thread: no wait here
-        elif _convert.is_tensor(v):
-            v = float(_convert.local(v.detach(), f"hparam_dict[{k!r}]").reshape(-1)[0].item())
+        elif _inputs.is_tensor(v):
+            v = float(_inputs.local(v.detach(), f"hparam_dict[{k!r}]").reshape(-1)[0].item())
         elif isinstance(v, np.generic):
             v = v.item()
         elif callable(v) and not isinstance(v, (int, float, str, bool)):
             v = getattr(v, "__name__", repr(v))
-        if v is not None and not isinstance(v, (int, float, str, bool)) and not _convert.is_tensor(v):
+        if v is not None and not isinstance(v, (int, float, str, bool)) and not _inputs.is_tensor(v):
             raise ValueError(f"hparam_dict[{k!r}] must be an int, float, str, bool or tensor, "
                              f"got {type(v).__name__}")
         out[k] = v
@@ -734,7 +734,7 @@ def _check_hparams(hparam_dict: Any, metric_dict: Any, domain: Any) -> Dict[str,
             raise TypeError(f"hparam_domain_discrete must be a dict, got {type(domain).__name__}")
         for k, values in domain.items():
             if k not in out or not isinstance(values, list) or \
-                    not all(isinstance(d, float if _convert.is_tensor(out[k]) else type(out[k]))
+                    not all(isinstance(d, float if _inputs.is_tensor(out[k]) else type(out[k]))
                             for d in values):
                 raise TypeError(f"hparam_domain_discrete[{k!r}] must be a list of values of the "
                                 f"same type as hparam_dict[{k!r}]")

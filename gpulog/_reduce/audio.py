@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode import audio as enc
 from ._backend import Prepared, finish
 
@@ -24,9 +24,9 @@ def samples_torch(x: torch.Tensor) -> tuple:
 
 def prepare(tag: str, snd: Any, sample_rate: Any) -> Prepared:
     if isinstance(snd, torch.Tensor):
-        x = _convert.local(snd.detach(), "snd_tensor")
+        x = _inputs.local(snd.detach(), "snd_tensor")
     else:
-        x = torch.from_numpy(np.array(_convert.to_numpy(snd, "snd_tensor")))
+        x = torch.from_numpy(np.array(_inputs.to_numpy(snd, "snd_tensor")))
     x = x.squeeze()
     if x.dim() != 1:
         raise ValueError(f"snd_tensor must be mono: 1-D after squeeze, got shape {tuple(x.shape)}")
@@ -35,7 +35,6 @@ def prepare(tag: str, snd: Any, sample_rate: Any) -> Prepared:
     if x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"snd_tensor must be real-valued, got {x.dtype}")
     # WAV stores the rate, and rate x 2 bytes per second, as 32-bit unsigned integers.
-    sample_rate = _convert.positive(sample_rate, "sample_rate", maximum=(2**32 - 1) // 2)
-    if x.dtype == torch.bfloat16:
-        x = x.half()
+    sample_rate = _inputs.positive(sample_rate, "sample_rate", maximum=(2**32 - 1) // 2)
+    x = _inputs.narrow_bf16_as_torch(x)
     return finish(enc.audio, (tag, sample_rate), x, samples_torch)

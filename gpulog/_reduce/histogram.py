@@ -21,7 +21,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode import histogram as enc
 from .._transfer import DeviceStaged, Ready, Then, to_device
 from ._backend import Prepared, finish, kernel_or, native, threads
@@ -257,7 +257,7 @@ def _check_bins(bins: Any) -> str:
 
 
 def _host_edges(bins: Any) -> np.ndarray:
-    edges = np.asarray(_convert.to_numpy(bins, "bins"), dtype=np.float64).ravel()
+    edges = np.asarray(_inputs.to_numpy(bins, "bins"), dtype=np.float64).ravel()
     _check_edges(edges)
     return edges
 
@@ -288,9 +288,9 @@ def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
 
 def _as_tensor(values: Any) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
-        t = _convert.local(values.detach(), "values")
+        t = _inputs.local(values.detach(), "values")
     else:
-        t = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(values, "values")))
+        t = torch.from_numpy(np.ascontiguousarray(_inputs.to_numpy(values, "values")))
     if t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
         raise TypeError(f"add_histogram: values must be real numbers, got dtype {t.dtype}")
     if t.numel() == 0:

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode import image as enc
 from .._transfer import to_device
 from ._backend import Prepared, finish, kernel_or
@@ -69,9 +69,9 @@ def _reduce(x: torch.Tensor) -> tuple:
 
 def _tensor(img: Any, name: str = "img_tensor") -> torch.Tensor:
     if isinstance(img, torch.Tensor):
-        t = _convert.local(img.detach(), name)
+        t = _inputs.local(img.detach(), name)
     else:
-        t = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(img, name)))
+        t = torch.from_numpy(np.ascontiguousarray(_inputs.to_numpy(img, name)))
     if t.is_complex() or not (t.is_floating_point() or t.dtype in
                               (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)):
         raise TypeError(f"{name} must be a real-valued image, got dtype {t.dtype}")
@@ -94,13 +94,13 @@ def prepare_image_with_boxes(tag: str, img: Any, boxes: Any, rescale: float, dat
                              labels: Optional[List[str]]) -> Prepared:
     x = _tensor(img)
     fmt = check_format(x, dataformats, (2, 3))
-    on_device = _convert.is_cuda_tensor(boxes)
-    b = boxes.detach() if on_device else _convert.to_numpy(boxes, "box_tensor")
+    on_device = _inputs.is_cuda_tensor(boxes)
+    b = boxes.detach() if on_device else _inputs.to_numpy(boxes, "box_tensor")
     if b.ndim == 1 and b.shape[0] == 4:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"box_tensor must have shape [N, 4] (x1, y1, x2, y2), got {tuple(b.shape)}")
-    rescale = _convert.positive(rescale, "rescale")
+    rescale = _inputs.positive(rescale, "rescale")
     nchw = to_nchw(x, fmt)
     h, w = int(nchw.shape[-2]), int(nchw.shape[-1])
     if int(h * rescale) < 1 or int(w * rescale) < 1:
@@ -110,7 +110,7 @@ def prepare_image_with_boxes(tag: str, img: Any, boxes: Any, rescale: float, dat
         if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
             raise TypeError(f"labels must be a list of str, one per box, got {labels!r:.60}")
         for i, s in enumerate(labels):
-            _convert.check_text(s, f"labels[{i}]")
+            _inputs.check_text(s, f"labels[{i}]")
         if len(labels) != len(b):
             labels = None  # torch drops labels whose count does not match the boxes
     if on_device:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode import mesh as enc
 from ._backend import Prepared, finish
 
@@ -23,8 +23,8 @@ def pack_torch(parts: List[torch.Tensor]) -> tuple:
 
 
 def _check(x: Any, name: str) -> torch.Tensor:
-    t = _convert.local(x.detach(), name) if isinstance(x, torch.Tensor) else \
-        torch.from_numpy(np.array(_convert.to_numpy(x, name)))
+    t = _inputs.local(x.detach(), name) if isinstance(x, torch.Tensor) else \
+        torch.from_numpy(np.array(_inputs.to_numpy(x, name)))
     if t.dim() != 3 or t.shape[2] != 3:
         raise ValueError(f"{name} must have shape [B, N, 3], got {tuple(t.shape)}")
     if t.is_complex():

@@ -14,7 +14,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode import pr_curve as enc
 from .._encode.pr_curve import MAX_THRESHOLDS
 from .._transfer import Ready, to_device
@@ -80,8 +80,8 @@ def _binary(labels: torch.Tensor) -> bool:
 
 def _tensor(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
-        return _convert.local(x.detach(), name)
-    return torch.from_numpy(np.array(_convert.to_numpy(x, name)))
+        return _inputs.local(x.detach(), name)
+    return torch.from_numpy(np.array(_inputs.to_numpy(x, name)))
 
 
 def validate(labels: Any, predictions: Any, weights: Any
@@ -110,8 +110,7 @@ def validate(labels: Any, predictions: Any, weights: Any
                              f"predictions {tuple(pred.shape)}") from err
     if lab.device != pred.device:
         raise ValueError(f"add_pr_curve: labels on {lab.device} but predictions on {pred.device}")
-    if pred.dtype == torch.bfloat16:
-        pred = pred.half()  # torch's writer narrows bf16 to fp16; the buckets follow it
+    pred = _inputs.narrow_bf16_as_torch(pred)  # the buckets follow torch's writer
     return pred, lab, w
 
 

@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from .. import _inputs
 from .._transfer import GATE, check_not_capturing, guard_inputs
 
 SLOTS = 256
@@ -125,9 +126,7 @@ class Coalescer:
         self._lock = threading.Lock()
 
     def stage(self, value: torch.Tensor) -> SlotRef:
-        if value.numel() != 1:
-            raise ValueError(f"scalar_value must hold exactly one element, got a tensor of shape "
-                             f"{tuple(value.shape)}; reduce it first (e.g. .mean())")
+        _inputs.one_element(value, "scalar_value")
         if value.is_complex():
             raise TypeError(f"scalar_value must be real, got a {value.dtype} tensor")
         stream = None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode import video as enc
 from ._backend import Prepared, finish
 
@@ -32,9 +32,9 @@ def frames_torch(v: torch.Tensor) -> tuple:
 
 def prepare(tag: str, vid: Any, fps: Any) -> Prepared:
     if isinstance(vid, torch.Tensor):
-        v = _convert.local(vid.detach(), "vid_tensor")
+        v = _inputs.local(vid.detach(), "vid_tensor")
     else:
-        v = torch.from_numpy(np.ascontiguousarray(_convert.to_numpy(vid, "vid_tensor")))
+        v = torch.from_numpy(np.ascontiguousarray(_inputs.to_numpy(vid, "vid_tensor")))
     if v.dim() != 5:
         raise ValueError(f"vid_tensor must have 5 dimensions [N, T, C, H, W], got shape {tuple(v.shape)}")
     if v.numel() == 0:
@@ -44,7 +44,7 @@ def prepare(tag: str, vid: Any, fps: Any) -> Prepared:
     if v.is_complex() or v.dtype == torch.bool:
         raise TypeError(f"vid_tensor must be real-valued, got {v.dtype}")
     # A GIF frame lasts at most 655.35 s (a 16-bit count of centiseconds).
-    fps = _convert.positive(fps, "fps")
+    fps = _inputs.positive(fps, "fps")
     if fps < 1 / 655.35:
         raise ValueError(f"fps must be at least 1/655.35 (a GIF frame lasts at most 655.35 s), got {fps!r}")
     return finish(enc.video, (tag, fps), v, frames_torch)

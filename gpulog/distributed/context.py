@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .. import _convert
+from .. import _inputs
 from .._encode.pr_curve import MAX_THRESHOLDS
 from .._transfer import DeviceStaged, to_device
 from . import packing, protocol
@@ -69,8 +69,8 @@ class RankContext:
     def add_scalar(self, tag: str, value: Any, step: Optional[int], wall: float,
                    reduce: Optional[str], new_style: bool, double_precision: bool,
                    target: Any) -> None:
-        if reduce not in _convert.REDUCE_OPS:
-            _convert.bad_reduce(reduce)
+        if reduce not in _inputs.REDUCE_OPS:
+            _inputs.bad_reduce(reduce)
         _host_step(step)
         v = self._value(value)
         s, m = packing.scalar_parts(v, reduce, self.is_writer)
@@ -79,12 +79,11 @@ class RankContext:
     def _value(self, value: Any) -> Any:
         """A host float, or a one-element float64 tensor on its own device (no sync)."""
         if isinstance(value, torch.Tensor) and value.device.type not in ("cpu", "meta"):
-            if value.numel() != 1:
-                raise ValueError(f"scalar_value must hold exactly one element, got shape {tuple(value.shape)}")
+            _inputs.one_element(value, "scalar_value")
             if value.is_complex():
                 raise TypeError(f"scalar_value must be real, got a {value.dtype} tensor")
             return value.detach().reshape(1).to(torch.float64, copy=True)
-        return _convert.scalar(value, "scalar_value")
+        return _inputs.scalar(value, "scalar_value")
 
     def add_histogram(self, tag: str, values: Any, step: Optional[int], wall: float, bins: Any,
                       max_bins: Optional[int], target: Any) -> None:

@@ -35,7 +35,7 @@ from .._proto.messages import event_with_summary, summary
 from .._transfer import to_device
 
 Part = Union[None, float, torch.Tensor]
-from .._convert import REDUCE_OPS  # noqa: E402,F401 - re-exported for gpulog.distributed
+from .._inputs import REDUCE_OPS  # noqa: E402,F401 - re-exported for gpulog.distributed
 
 
 @dataclass

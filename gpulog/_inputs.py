@@ -1,4 +1,6 @@
-"""Input normalisation at the call site: validate, then hand back numbers, arrays or tensors.
+"""The one input module: every ``add_*`` checks and coerces its arguments here, at the call, on
+every rank (tags, text, steps, wall times, numbers, arrays, one-element values, the bfloat16
+rules), before any reduction starts.
 
 Torch is imported lazily and only when the caller passes a tensor, so numpy-only users and the
 host-side modules never pay for it.  Errors name the argument, what was received and what fits.
@@ -7,7 +9,8 @@ from __future__ import annotations
 
 import numbers
 import sys
-from typing import Any
+import time
+from typing import Any, Optional
 
 import numpy as np
 
@@ -93,9 +96,7 @@ def scalar(x: Any, name: str = "scalar_value") -> float:
             raise ValueError(f"{name} is too large for a float64 ({x!r:.40}); log a smaller number "
                              "(or its logarithm)") from err
     if is_tensor(x):
-        if x.numel() != 1:
-            raise ValueError(f"{name} must hold exactly one element, got a tensor of shape "
-                             f"{tuple(x.shape)}; reduce it first (e.g. .mean())")
+        one_element(x, name)
         if x.is_complex():
             raise TypeError(f"{name} must be real, got a {x.dtype} tensor")
         if x.device.type == "meta":
@@ -124,8 +125,8 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         t = local(x.detach(), name)
         if t.device.type != "cpu":
             t = t.cpu()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
+        from ._transfer import widen_bf16_for_numpy
+        t = widen_bf16_for_numpy(t)
         return t.resolve_conj().resolve_neg().numpy()
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}")
@@ -138,3 +139,78 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
+def to_step(global_step: Any, device_ok: bool = True) -> Any:
+    """``None`` or an integral step in int64 (ints, integral floats, numpy ints, one-element
+    tensors): the event's ``step`` field is an int64, and a larger value would be written
+    wrapped or undecodable (TensorBoard's reload thread dies on it).
+
+    A one-element integer tensor on a CUDA device is not read here (that would wait for the
+    device): it becomes a ``_transfer.DeviceStep``, copied to the host asynchronously and read on
+    the writer thread.  Where the step is needed on the host at the call (``device_ok=False``:
+    purge_step, embedding folders, protobuf events) a CUDA step is a ``TypeError``."""
+    if global_step is None:
+        return None
+    if type(global_step) is int:
+        step = global_step
+    else:
+        if is_cuda_tensor(global_step):
+            if not device_ok:
+                raise TypeError("global_step must be a host integer here (it is needed at the call); "
+                                "pass int(step), or log from a host counter")
+            one_element(global_step, "global_step")
+            if global_step.is_floating_point() or global_step.is_complex() or \
+                    global_step.dtype == sys.modules["torch"].bool:
+                raise TypeError(f"global_step on a CUDA device must be an integer tensor (it is read "
+                                f"on the writer thread, so a fraction could not be refused at the "
+                                f"call), got {global_step.dtype}; pass step.long()")
+            from ._transfer import DeviceStep
+            return DeviceStep(global_step)
+        if isinstance(global_step, bool) or isinstance(global_step, bytes):
+            raise TypeError(f"global_step must be an integer, got {global_step!r}")
+        if isinstance(global_step, str):  # torch's writer takes int(global_step): "5" is 5
+            try:
+                return to_step(int(global_step.strip()))
+            except ValueError:
+                raise TypeError(f"global_step must be an integer, got {global_step!r:.40}") from None
+        try:
+            step = int(global_step)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise TypeError(f"global_step must be an integer, got {type(global_step).__name__} "
+                            f"({global_step!r:.40})") from err
+        if isinstance(global_step, float) and step != global_step:
+            raise ValueError(f"global_step must be a whole number, got {global_step!r}")
+    if not INT64_MIN <= step <= INT64_MAX:
+        raise ValueError(f"global_step must fit in int64 (-2**63 .. 2**63-1), got {step}; "
+                         "TensorBoard stores steps as int64")
+    return step
+
+
+def to_walltime(walltime: Any) -> float:
+    """The event's wall time: now, or the number given (seconds since the epoch)."""
+    if walltime is None:
+        return time.time()
+    try:
+        return float(walltime)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"walltime must be a number of seconds, got {walltime!r}") from err
+
+
+def one_element(t: Any, name: str) -> None:
+    """A value logged as one number (a scalar, a step, a raw statistic) must hold exactly one:
+    checked by shape, so a CUDA tensor is never read here."""
+    if t.numel() != 1:
+        raise ValueError(f"{name} must hold exactly one element, got shape {tuple(t.shape)}; "
+                         "reduce it first (e.g. .mean())")
+
+
+def narrow_bf16_as_torch(t: Any) -> Any:
+    """bfloat16 -> float16, as torch's writer converts PR-curve predictions and audio before it
+    computes (the results then match torch's bit for bit); other dtypes unchanged.  (Where a
+    tensor becomes a numpy array, bfloat16 is widened instead: ``_transfer.widen_bf16_for_numpy``.)"""
+    torch = sys.modules["torch"]
+    return t.half() if t.dtype == torch.bfloat16 else t
