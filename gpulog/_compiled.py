@@ -27,7 +27,6 @@ rings first (waiting for the device: they are barriers).
 """
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 import warnings
@@ -36,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _inputs, _transfer
+from . import _inputs, _lifecycle, _transfer
 from ._encode import histogram as enc_histogram
 from ._encode import scalar as enc_scalar
 from ._registry import lookup as _writer
@@ -350,7 +349,7 @@ def _start_pump() -> None:
     if _pump is None:
         _pump = threading.Thread(target=_pump_loop, name="gpulog-ring", daemon=True)
         _pump.start()
-        atexit.register(_drain_at_exit)
+        _lifecycle.at_exit("rings", _drain_at_exit)
 
 
 def _pump_loop() -> None:
@@ -363,7 +362,7 @@ def _pump_loop() -> None:
 
 
 def _drain_at_exit() -> None:
-    """Before the writer's own exit drain (registered later, so it runs first)."""
+    """The "rings" exit phase: before distributed writers settle and the writer drains."""
     _stop.set()
     try:
         drain(wait=True)

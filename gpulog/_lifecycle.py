@@ -1,4 +1,6 @@
-"""How a process that logs ends: SIGTERM, Ctrl-C during the exit drain (host side, torch-free).
+"""Every process-wide hook of gpulog, in one place (host side, torch-free): SIGTERM, Ctrl-C
+during the exit drain, interpreter exit (in the order written down at ``EXIT_PHASES``), fork, and
+the two torch functions gpulog wraps (``destroy_process_group``, ``CUDAGraph.capture_begin/end``).
 
 SIGTERM (how SLURM and Kubernetes preempt jobs)
 ------------------------------------------------
@@ -37,7 +39,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 _installed = False
 _pending_calls: List[Any] = []  # ctypes callbacks kept alive until the interpreter runs them
@@ -174,3 +176,111 @@ def sigint_deferred(what: str) -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
         except (ValueError, OSError, TypeError):
             pass
+
+
+# -- interpreter exit, fork, and the two torch functions gpulog wraps ------------------------------
+# Every process-wide hook of gpulog is registered here, once, and runs in this written order.
+#
+# At interpreter exit, before ``concurrent.futures`` shuts its executors down (CPython's
+# threading-shutdown hooks, which precede ``atexit``): the "uploads" phase, because fsspec backends
+# (aiobotocore) cannot schedule work afterwards.  Then, from one ``atexit`` hook:
+#   1. "rings":  values logged inside compiled steps are picked up from the device rings,
+#   2. "ranks":  distributed writers settle their last sync point (a collective every rank makes),
+#   3. "writer": the writer thread writes everything queued, is stopped and joined, and what could
+#                not be written (a full disk, a store outage) is named on stderr.
+# Each phase needs the ones before it: rings feed ranks and the writer; ranks feed the writer.
+EXIT_PHASES = ("rings", "ranks", "writer")
+_exit_steps: Dict[str, Dict[int, Callable[[], None]]] = {phase: {} for phase in ("uploads",) + EXIT_PHASES}
+_exit_registered = False
+_thread_hook_registered = False
+_fork_children: List[Callable[[], None]] = []
+
+
+def at_exit(phase: str, fn: Callable[[], None]) -> Callable[[], None]:
+    """Run ``fn`` at interpreter exit in ``phase`` (``"uploads"`` or one of :data:`EXIT_PHASES`);
+    returns the function that unregisters it.  A step that fails is reported on stderr: the
+    later steps still run."""
+    global _exit_registered, _thread_hook_registered
+    steps = _exit_steps[phase]
+    key = id(fn)
+    steps[key] = fn
+    if phase == "uploads":
+        if not _thread_hook_registered:
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                try:
+                    register(lambda: _run_phase("uploads"))
+                    _thread_hook_registered = True
+                except RuntimeError:  # already shutting down
+                    pass
+    elif not _exit_registered:
+        import atexit
+        atexit.register(_run_exit)
+        _exit_registered = True
+    return lambda: steps.pop(key, None) and None
+
+
+def _run_phase(phase: str) -> None:
+    for fn in list(_exit_steps[phase].values()):
+        try:
+            fn()
+        except BaseException as err:  # noqa: BLE001 - an exit step must not stop the others
+            sys.stderr.write(f"gpulog: exit step {phase} failed: {type(err).__name__}: {err}\n")
+
+
+def _run_exit() -> None:
+    for phase in EXIT_PHASES:
+        _run_phase(phase)
+
+
+def in_forked_child(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in the child after every ``os.fork()`` (in registration order)."""
+    if not _fork_children and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=lambda: [f() for f in list(_fork_children)])
+    _fork_children.append(fn)
+
+
+def wrap_destroy_process_group(dist: Any, before: Callable[[], None]) -> None:
+    """Make ``torch.distributed.destroy_process_group()`` (of the default group) call ``before()``
+    first: every rank calls it at the same point of a script, so distributed writers settle their
+    last collective there (code that imported the function by name earlier keeps the original and
+    relies on the "ranks" exit phase instead)."""
+    original = dist.destroy_process_group
+    if getattr(original, "__gpulog_wrapped__", False):
+        return
+
+    def destroy_process_group(group: Any = None) -> Any:
+        if group is None or group is dist.GroupMember.WORLD:
+            before()
+        return original(group)
+
+    destroy_process_group.__gpulog_wrapped__ = True  # type: ignore[attr-defined]
+    destroy_process_group.__doc__ = original.__doc__
+    dist.destroy_process_group = destroy_process_group
+
+
+def wrap_graph_capture(graph_class: Any, lock: Any, began: Callable[[], None],
+                       ended: Callable[[], None]) -> None:
+    """Make ``torch.cuda.CUDAGraph.capture_begin``/``capture_end`` tell gpulog's capture gate
+    (``_transfer.GATE``): ``began()`` under ``lock`` (which waits for a CUDA call of gpulog's
+    threads in flight), ``ended()`` after the capture (also when beginning failed)."""
+    begin, end = graph_class.capture_begin, graph_class.capture_end
+
+    def capture_begin(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            began()
+        try:
+            return begin(self, *args, **kwargs)
+        except BaseException:
+            ended()
+            raise
+
+    def capture_end(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return end(self, *args, **kwargs)
+        finally:
+            ended()
+
+    capture_begin.__wrapped__ = begin  # type: ignore[attr-defined]
+    capture_end.__wrapped__ = end  # type: ignore[attr-defined]
+    graph_class.capture_begin, graph_class.capture_end = capture_begin, capture_end

@@ -38,6 +38,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from . import _lifecycle
 from ._worker import Sink
 
 SEGMENT_BYTES = 16 << 20
@@ -321,13 +322,10 @@ class _Uploader:
 
 
 UPLOADS = _Uploader()
-_shutdown_hook = False
-
-
 def _flush_before_thread_shutdown() -> None:
-    """Upload at interpreter exit *before* ``concurrent.futures`` shuts its executors down: the
-    fsspec backends (aiobotocore's DNS lookups, say) cannot schedule work after that, which is
-    before ``atexit`` hooks run.  The writer thread keeps running for the ``atexit`` drain."""
+    """The "uploads" exit phase (``_lifecycle``): upload at interpreter exit *before*
+    ``concurrent.futures`` shuts its executors down: the fsspec backends (aiobotocore's DNS
+    lookups, say) cannot schedule work after that.  The writer keeps running for its own phase."""
     from . import _worker
     e = _worker._engine
     if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
@@ -335,17 +333,14 @@ def _flush_before_thread_shutdown() -> None:
     report_at_exit()
 
 
+_shutdown_hook = False
+
+
 def register_shutdown_hook() -> None:
     global _shutdown_hook
-    if _shutdown_hook:
-        return
-    register = getattr(threading, "_register_atexit", None)  # runs in reverse order: before
-    if register is not None:                                  # executors registered earlier
-        try:
-            register(_flush_before_thread_shutdown)
-            _shutdown_hook = True
-        except RuntimeError:  # already shutting down
-            pass
+    if not _shutdown_hook:
+        _lifecycle.at_exit("uploads", _flush_before_thread_shutdown)
+        _shutdown_hook = True
 
 
 def report_at_exit(timeout: Optional[float] = None) -> None:

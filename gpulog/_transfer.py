@@ -58,28 +58,15 @@ class CaptureGate:
         with self.lock:
             if self._installed:
                 return
-            graph = torch.cuda.CUDAGraph
-            begin, end = graph.capture_begin, graph.capture_end
-            gate = self
+            from . import _lifecycle
 
-            def capture_begin(self: Any, *args: Any, **kwargs: Any) -> Any:
-                with gate.lock:  # waits for a writer call in flight (microseconds)
-                    gate.capturing += 1
-                try:
-                    return begin(self, *args, **kwargs)
-                except BaseException:
-                    gate.capturing -= 1
-                    raise
+            def began() -> None:
+                self.capturing += 1
 
-            def capture_end(self: Any, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    return end(self, *args, **kwargs)
-                finally:
-                    gate.capturing -= 1
+            def ended() -> None:
+                self.capturing -= 1
 
-            capture_begin.__wrapped__ = begin  # type: ignore[attr-defined]
-            capture_end.__wrapped__ = end  # type: ignore[attr-defined]
-            graph.capture_begin, graph.capture_end = capture_begin, capture_end  # type: ignore[method-assign]
+            _lifecycle.wrap_graph_capture(torch.cuda.CUDAGraph, self.lock, began, ended)
             self._installed = True
 
     def run(self, fn: Callable[[], Any], max_wait: float = 0.002) -> Any:

@@ -31,7 +31,6 @@ Guarantees
 """
 from __future__ import annotations
 
-import atexit
 import collections
 import os
 import sys
@@ -40,6 +39,7 @@ import time
 import weakref
 from typing import Any, List, Optional
 
+from . import _lifecycle
 from ._encode.scalar import scalar_event
 from ._handoff import Handoff
 from ._proto.messages import event_with_summary, summary
@@ -220,8 +220,7 @@ class Engine:
                     t = threading.Thread(target=self._run, name="gpulog-writer", daemon=True)
                     t.start()
                     self._thread = t
-                    from ._lifecycle import install_sigterm_handler
-                    install_sigterm_handler(drain_at_exit, flush_all, block_new_items)
+                    _lifecycle.install_sigterm_handler(drain_at_exit, flush_all, block_new_items)
 
     def barrier(self, op: int, sink: Optional[Sink], timeout: Optional[float] = None) -> bool:
         """Queue a flush/close marker and wait until the writer has passed it (at once, False,
@@ -564,6 +563,5 @@ def _after_fork_in_child() -> None:
         owner._detach_after_fork()
 
 
-atexit.register(drain_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_lifecycle.at_exit("writer", drain_at_exit)
+_lifecycle.in_forked_child(_after_fork_in_child)

@@ -303,3 +303,22 @@ def test_a_write_error_is_reported_once(tmp_path):
     finally:
         sys.setswitchinterval(old)
         fw.close()
+
+
+def test_exit_phases_run_in_their_written_order(capsys, monkeypatch):
+    """Issue #19: every process hook lives in _lifecycle; at exit the phases run in the order
+    EXIT_PHASES states (rings, ranks, writer) whichever was registered first, and a step that
+    fails is reported without stopping the later ones."""
+    from gpulog import _lifecycle
+    monkeypatch.setattr(_lifecycle, "_exit_steps", {p: {} for p in ("uploads",) + _lifecycle.EXIT_PHASES})
+    ran = []
+    _lifecycle.at_exit("writer", lambda: ran.append("writer"))
+    _lifecycle.at_exit("ranks", lambda: (ran.append("ranks"), 1 / 0))
+    remove = _lifecycle.at_exit("rings", lambda: ran.append("rings"))
+    _lifecycle._run_exit()
+    assert ran == ["rings", "ranks", "writer"]
+    assert "exit step ranks failed: ZeroDivisionError" in capsys.readouterr().err
+    remove()
+    ran.clear()
+    _lifecycle._run_exit()
+    assert ran == ["ranks", "writer"]  # unregistered steps do not run

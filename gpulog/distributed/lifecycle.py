@@ -11,12 +11,12 @@
 """
 from __future__ import annotations
 
-import atexit
 import itertools
 import time
 import warnings
 from typing import Any, Callable, Dict, List
 
+from .. import _lifecycle
 from ..errors import GpulogError
 
 
@@ -97,28 +97,14 @@ class NullFileWriter:
 _unsettled: Dict[int, Any] = {}  # id -> (settle function) of distributed writers not yet closed
 
 
-def _install_destroy_hook(dist: Any) -> None:
-    """Settle unclosed writers inside ``destroy_process_group()``, which every rank calls at the
-    same point of the script, so the collectives still match (code that imported the function
-    by name before gpulog did keeps the original and relies on the exit hook instead)."""
-    original = dist.destroy_process_group
-    if getattr(original, "__gpulog_wrapped__", False):
-        return
-
-    def destroy_process_group(group: Any = None) -> Any:
-        if group is None or group is dist.GroupMember.WORLD:
-            for settle in list(_unsettled.values()):
-                settle()
-        return original(group)
-
-    destroy_process_group.__gpulog_wrapped__ = True  # type: ignore[attr-defined]
-    destroy_process_group.__doc__ = original.__doc__
-    dist.destroy_process_group = destroy_process_group
+def _settle_all() -> None:
+    for settle in list(_unsettled.values()):
+        settle()
 
 
 def settle_at_exit(dist: Any, pending: Callable[[], bool], flush: Callable[[], None]) -> Callable[[], None]:
-    """Register ``flush`` to run at ``destroy_process_group()`` or interpreter exit (before the
-    writer thread drains, as atexit runs later-registered hooks first), once.  Failures there
+    """Register ``flush`` to run at ``destroy_process_group()`` or interpreter exit (the "ranks"
+    phase of ``_lifecycle``: after the compiled-step rings, before the writer drains), once.  Failures there
     become warnings: an exit path must not raise.  Returns the function that unregisters it."""
     key = object()
 
@@ -139,9 +125,9 @@ def settle_at_exit(dist: Any, pending: Callable[[], bool], flush: Callable[[], N
 
     def unregister() -> None:
         _unsettled.pop(id(key), None)
-        atexit.unregister(settle)
+        remove()
 
-    _install_destroy_hook(dist)
+    _lifecycle.wrap_destroy_process_group(dist, _settle_all)
     _unsettled[id(key)] = settle
-    atexit.register(settle)
+    remove = _lifecycle.at_exit("ranks", settle)
     return unregister
