@@ -32,9 +32,11 @@ def spawn(tmp_path, world: int, scenario: str):
 
 
 def reference(tmp_path, world: int):
-    """One process, the concatenated data of every rank."""
+    """torch's own writer, one process, on the concatenated data of every rank (an oracle that
+    shares no code with gpulog: a bug common to gpulog's plain and distributed paths fails)."""
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
     d = tmp_path / "ref"
-    with gpulog.SummaryWriter(d) as w:
+    with TorchWriter(str(d)) as w:
         for step in range(3):
             w.add_histogram("h", torch.cat([dist_worker.data(r, step) for r in range(world)]), step)
             w.add_histogram("h_auto", torch.cat([dist_worker.data(r, step) for r in range(world)]), step,
