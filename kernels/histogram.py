@@ -197,23 +197,23 @@ def onchip_supported() -> bool:
     return "mask" in inspect.signature(tl.histogram).parameters
 
 
-def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True,
+def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True, *, table: Any,
            variant: str = "slices") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``_reduce.histogram.reduce_torch`` for the 'tensorflow' edges.
+    """Same contract as ``_reduce.histogram.reduce_torch`` for the 'tensorflow' edges of float
+    data (the caller takes the reference for anything else); ``table`` is that module's
+    ``cell_table`` on ``x``'s device.
 
     ``variant``: "slices" (what gpulog runs) or "onchip" (an experiment that ``python -m benchmarks
     --device cuda --only work`` times beside it; counts are exact either way)."""
-    from gpulog._reduce.histogram import cell_table
     if not tensorflow or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        from gpulog._reduce.histogram import reduce_torch
-        return reduce_torch(x, edges, tensorflow)
+        raise ValueError(f"the histogram kernel counts float data on the 'tensorflow' edges only, got "
+                         f"{x.dtype} (tensorflow={tensorflow}); use _reduce.histogram.reduce_torch")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if variant == "onchip" and not onchip_supported():
         raise RuntimeError("the 'onchip' histogram needs tl.histogram(..., mask=...): Triton 3.4 or newer")
     x = x.contiguous().reshape(-1)
     n = x.numel()
-    table = cell_table(str(x.device))
     nbins = len(edges) - 1
     counts = torch.empty(nbins, dtype=torch.int64, device=x.device)
     stats = torch.empty(5, dtype=torch.float64, device=x.device)

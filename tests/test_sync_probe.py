@@ -212,9 +212,7 @@ def test_kernels_compile_off_the_training_thread(tmp_path, monkeypatch):
         calls.append(("reference", threading.current_thread().name))
         return x * 2
 
-    mod = types.ModuleType("gpulog.kernels.probe_only")
-    mod.run = fake_kernel
-    monkeypatch.setitem(sys.modules, "gpulog.kernels.probe_only", mod)
+    monkeypatch.setitem(_backend.kernels(), "probe_only.run", fake_kernel)
     monkeypatch.setattr(_backend, "_triton_available", lambda: True)
     with syncprobe.installed(monkeypatch) as probe:
         monkeypatch.setenv("GPULOG_BACKEND", "auto")
@@ -395,9 +393,7 @@ def test_kernel_failing_to_compile_in_the_background_is_retired(monkeypatch):
     def broken(x):
         raise RuntimeError("PassManager::run failed")
 
-    mod = types.ModuleType("gpulog.kernels.probe_broken")
-    mod.run = broken
-    monkeypatch.setitem(sys.modules, "gpulog.kernels.probe_broken", mod)
+    monkeypatch.setitem(_backend.kernels(), "probe_broken.run", broken)
     monkeypatch.setattr(_backend, "_triton_available", lambda: True)
     monkeypatch.setattr(_backend, "_FAILED", {})
     with syncprobe.installed(monkeypatch):
@@ -467,8 +463,9 @@ def test_triton_launch_wrappers_host_code_makes_no_host_wait(monkeypatch):
         x = fake(D["x"])
         red.cell_table("cuda:0")  # uploaded once, as the first CUDA histogram does
         probe.syncs.clear()
-        k_hist.reduce(x, red.tensorflow_edges())
-        k_hist.reduce(fake(D["x16"]), red.tensorflow_edges())
+        table = red.cell_table("cuda:0")
+        k_hist.reduce(x, red.tensorflow_edges(), table=table)
+        k_hist.reduce(fake(D["x16"]), red.tensorflow_edges(), table=table)
         k_pr.buckets(fake(D["pred"]), fake(D["lab"]), None, 127)
         k_pr.buckets(fake(D["pred"]), fake(D["lab"].bool()), fake(D["w"]), 33)
         k_image.grid_hwc_uint8(fake(D["imgs"]))

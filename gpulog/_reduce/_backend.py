@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import importlib
 import os
 import threading
 import warnings
@@ -77,13 +76,22 @@ def use_triton(x: torch.Tensor) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def kernels() -> Dict[str, Callable[..., Any]]:
+    """The Triton kernels gpulog launches, by the name ``kernel_or`` is given, each with the same
+    contract as its torch reference in ``_reduce/<kind>.py`` (imported on first use: Triton)."""
+    from ..kernels import histogram, image, pr_curve
+    return {"histogram.reduce": histogram.reduce, "pr_curve.buckets": pr_curve.buckets,
+            "image.grid_hwc_uint8": image.grid_hwc_uint8}
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 _FAILED: Dict[str, str] = {}  # kernel name -> the error that retired it for this process
 
 
 def kernel_or(x: torch.Tensor, name: str, reference: F) -> F:
-    """``gpulog.kernels.<name>`` (same contract as ``reference``) when :func:`use_triton` says so,
-    else ``reference``.
+    """The kernel registered as ``name`` in :func:`kernels` (same contract as ``reference``) when
+    :func:`use_triton` says so, else ``reference``.
 
     A kernel that fails to compile or launch (a Triton, driver or GPU it was never built for, too
     little shared memory) is reported in one warning and replaced by ``reference`` for the rest of
@@ -93,10 +101,9 @@ def kernel_or(x: torch.Tensor, name: str, reference: F) -> F:
     """
     if not use_triton(x) or name in _FAILED:
         return reference
-    module, _, attr = name.partition(".")
 
     def kernel(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(f"gpulog.kernels.{module}"), attr)(*args, **kwargs)
+        return kernels()[name](*args, **kwargs)
 
     def run(*args: Any, **kwargs: Any) -> Any:
         if name in _FAILED:

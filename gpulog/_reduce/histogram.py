@@ -189,10 +189,12 @@ def reduce_native(x: torch.Tensor, n_edges: int, nthreads: Optional[int] = None
     return torch.from_numpy(counts[1:n_edges]), stats
 
 
-def reduce_torch(x: torch.Tensor, edges: Any, tensorflow: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def reduce_torch(x: torch.Tensor, edges: Any, tensorflow: bool, table: Any = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(counts int64 [len(edges)-1], stats float64 [min, max, num, sum, sum_squares]) of a flat
     tensor on any device: the reference, the CPU path and the CUDA fallback.  ``edges`` is a host
-    array, or a float64 tensor on ``x``'s device (edges computed there, see :func:`int_edges`)."""
+    array, or a float64 tensor on ``x``'s device (edges computed there, see :func:`int_edges`).
+    ``table`` (the kernel's argument) is accepted and unused: this path looks its table up."""
     n_edges = len(edges)
     tf_float = tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
     if tf_float and not x.is_cuda and native() is not None:
@@ -217,9 +219,13 @@ def reduce(x: torch.Tensor, edges: Any, tensorflow: bool) -> Tuple[torch.Tensor,
     """:func:`reduce_torch`'s contract, run where ``x`` lives by the fastest path there: the
     Triton kernel for CUDA data (its torch reference if Triton is missing or fails), the fused
     native pass or torch ops on CPU.  Queues device work only: nothing waits for the device."""
-    if x.is_cuda and tensorflow:
-        return kernel_or(x, "histogram.reduce", reduce_torch)(x, edges=edges, tensorflow=True)
+    if x.is_cuda and tensorflow and x.dtype in _KERNEL_DTYPES:
+        return kernel_or(x, "histogram.reduce", reduce_torch)(x, edges=edges, tensorflow=True,
+                                                               table=cell_table(str(x.device)))
     return reduce_torch(x, edges, tensorflow)
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what gpulog.kernels.histogram counts
 
 
 def int_edges(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
@@ -361,9 +367,8 @@ def _prepare_cuda(tag: str, x: torch.Tensor, bins: Any, max_bins: Optional[int])
     kind = _check_bins(bins)
     if kind == "tensorflow":
         edges = tensorflow_edges()
-        reducer = kernel_or(x, "histogram.reduce", reduce_torch)
         return finish(enc.histogram, (tag, edges, max_bins), x,
-                      functools.partial(reducer, edges=edges, tensorflow=True))
+                      functools.partial(reduce, edges=edges, tensorflow=True))
     if kind == "estimator":
         staged = Then(DeviceStaged([x]), functools.partial(_estimate_and_count, bins=bins))
         return Prepared(enc.histogram_with_edges, (tag, max_bins), staged.nbytes, staged)

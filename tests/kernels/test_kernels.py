@@ -54,10 +54,10 @@ def test_histogram_three_way(dtype, data):
     edges = r_hist.tensorflow_edges()
     oracle = np.histogram(x.float().double().numpy(), bins=edges)[0]
     ref_c, ref_s = r_hist.reduce_torch(x.to(DEV), edges, True)
-    ker_c, ker_s = k_hist.reduce(x.to(DEV), edges)
+    ker_c, ker_s = k_hist.reduce(x.to(DEV), edges, table=r_hist.cell_table(DEV))
     onchip_c, onchip_s = ker_c, ker_s
     if k_hist.onchip_supported():  # the experimental variant is exact too
-        onchip_c, onchip_s = k_hist.reduce(x.to(DEV), edges, variant="onchip")
+        onchip_c, onchip_s = k_hist.reduce(x.to(DEV), edges, table=r_hist.cell_table(DEV), variant="onchip")
     np_c, np_s = r_hist.reduce_torch(x, edges, True)  # CPU path (native or chunked torch)
     np_c, np_s = np_c.numpy(), np_s.numpy()
     if r_hist.native() is not None:
@@ -84,7 +84,7 @@ def test_histogram_kernels_loop_over_many_tiles(variant):
     x = torch.randn(n, generator=torch.Generator().manual_seed(3)) * 100
     x[::997] = float("nan")
     edges = r_hist.tensorflow_edges()
-    counts, stats = k_hist.reduce(x.to(DEV), edges, variant=variant)
+    counts, stats = k_hist.reduce(x.to(DEV), edges, table=r_hist.cell_table(DEV), variant=variant)
     assert np.array_equal(counts.cpu().numpy(), np.histogram(x.double().numpy(), bins=edges)[0])
     assert np.isnan(stats.cpu().numpy()[[0, 1, 3, 4]]).all() and stats[2] == n
 
