@@ -169,7 +169,6 @@ class Bench:
             from gpulog.kernels import histogram as kernel
             table = red.cell_table(str(x.device))
             paths["triton"] = lambda: kernel.reduce(x, edges, table=table)
-            paths["triton_onchip"] = lambda: kernel.reduce(x, edges, table=table, variant="onchip")  # the experiment
         elif red.native() is not None:  # as add_histogram runs it: in the caller, on torch's threads
             paths["native"] = lambda: red.reduce_native(x, len(edges), torch.get_num_threads())
         import numpy as np

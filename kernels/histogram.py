@@ -18,12 +18,10 @@ the slices into the int64 bins and the partials into the five statistics: one la
 ops would take a dozen (host time is what logging costs a launch-bound training step).  Counts are
 exact; sums are float64 sums in a different order than numpy's.
 
-Experimental variant "onchip" (not used by gpulog; timed by the benchmarks' ``work`` part on a
-GPU): each program counts its tiles with ``tl.histogram`` over 2048 slots into registers — recent
-Tritons lower it to one shared-memory atomic per element (Triton 3.9: ``atom.shared.add``), older
-ones to warp ballots whose cost grows with the bin count (a guess at why the prototype took
-6.8 ms, not measured) — and writes its
-slice once at the end, with no global atomics at all.  Make it the default if it wins there.
+An on-chip variant (``tl.histogram`` per tile into registers, one slice written per program,
+no global atomics) was prepared as an experiment and removed unmeasured (issue #19: no benchmark
+had shown it wins); it is in git history (commit a6dc705, ``histogram_tf_onchip_kernel``) for a
+GPU session that wants to time it.
 """
 from __future__ import annotations
 
@@ -36,10 +34,7 @@ import torch
 from ._launch import device_of, programs_for, triton_modules
 
 SLICE = 1552         # counters per program: shifted bins 0..1549 (1549: NaN), padded
-BLOCK = 1024         # elements per program per loop iteration ("slices")
-ONCHIP_BLOCK = 4096  # the same for "onchip": amortises zeroing and reading 2048 shared counters
-NB = 2048            # on-chip counters ("onchip"): a power of two >= SLICE
-VARIANTS = ("slices", "onchip")
+BLOCK = 1024         # elements per program per loop iteration
 FINISH_COLS, FINISH_ROWS = 128, 32  # the finishing kernel's tile: bins per program x slices per step
 FINISH_PROGS = 256                  # ... and per-program partials it reads per step
 
@@ -92,49 +87,6 @@ def _kernels() -> Any:
         tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
 
     @triton.jit
-    def histogram_tf_onchip_kernel(
-        x_ptr, n, base_ptr, thr_ptr,
-        slices_ptr,       # int32 [programs, SLICE]: every counter written once at the end (no init)
-        part_ptr,         # float64 [programs, 5], as above
-        BLOCK: tl.constexpr,
-        SLICE: tl.constexpr,
-        NB: tl.constexpr,
-    ):
-        # Experimental: counts each tile with tl.histogram (shared-memory atomics in recent
-        # Tritons) into registers, so the only global writes are one slice per program.
-        pid = tl.program_id(0)
-        step = tl.num_programs(0).to(tl.int64) * BLOCK
-        acc = tl.zeros([NB], tl.int32)
-        mn = tl.full([], float("inf"), tl.float64)
-        mx = tl.full([], float("-inf"), tl.float64)
-        s = tl.zeros([], tl.float64)
-        ss = tl.zeros([], tl.float64)
-        nans = tl.zeros([], tl.float64)
-        for start in range(pid.to(tl.int64) * BLOCK, n, step):
-            offs = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = offs < n
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            cell = (x.to(tl.int32, bitcast=True) >> 17) & 32767
-            thr = tl.load(thr_ptr + cell, mask=mask, other=0.0)
-            b = tl.load(base_ptr + cell, mask=mask, other=0) + (x >= thr).to(tl.int32)
-            acc += tl.histogram(b, NB, mask=mask)
-            ok = mask & (x == x)
-            mn = tl.minimum(mn, tl.min(tl.where(ok, x, float("inf")), axis=0).to(tl.float64))
-            mx = tl.maximum(mx, tl.max(tl.where(ok, x, float("-inf")), axis=0).to(tl.float64))
-            x64 = x.to(tl.float64)
-            s += tl.sum(x64, axis=0)
-            ss += tl.sum(x64 * x64, axis=0)
-            nans += tl.sum((mask & (x != x)).to(tl.float64), axis=0)
-        r = tl.arange(0, NB)
-        tl.store(slices_ptr + pid.to(tl.int64) * SLICE + r, acc, mask=r < SLICE)
-        out = part_ptr + pid * 5
-        tl.store(out + 0, mn)
-        tl.store(out + 1, mx)
-        tl.store(out + 2, s)
-        tl.store(out + 3, ss)
-        tl.store(out + 4, nans)
-
-    @triton.jit
     def histogram_finish_kernel(
         slices_ptr,       # int32 [programs, SLICE] from either counting kernel
         part_ptr,         # float64 [programs, 5] from either counting kernel
@@ -180,8 +132,7 @@ def _kernels() -> Any:
             tl.store(stats_ptr + 3, tl.sum(sm, axis=0))
             tl.store(stats_ptr + 4, tl.sum(sq, axis=0))
 
-    return {"slices": histogram_tf_kernel, "onchip": histogram_tf_onchip_kernel,
-            "finish": histogram_finish_kernel}
+    return {"slices": histogram_tf_kernel, "finish": histogram_finish_kernel}
 
 
 def _kernel() -> Any:
@@ -189,45 +140,24 @@ def _kernel() -> Any:
     return _kernels()["slices"]
 
 
-@functools.lru_cache(maxsize=1)
-def onchip_supported() -> bool:
-    """Whether this Triton's ``tl.histogram`` takes a mask (Triton 3.4+), which "onchip" needs."""
-    import inspect
-    _, tl = triton_modules()
-    return "mask" in inspect.signature(tl.histogram).parameters
-
-
-def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True, *, table: Any,
-           variant: str = "slices") -> Tuple[torch.Tensor, torch.Tensor]:
+def reduce(x: torch.Tensor, edges: np.ndarray, tensorflow: bool = True, *, table: Any
+           ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``_reduce.histogram.reduce_torch`` for the 'tensorflow' edges of float
     data (the caller takes the reference for anything else); ``table`` is that module's
-    ``cell_table`` on ``x``'s device.
-
-    ``variant``: "slices" (what gpulog runs) or "onchip" (an experiment that ``python -m benchmarks
-    --device cuda --only work`` times beside it; counts are exact either way)."""
+    ``cell_table`` on ``x``'s device."""
     if not tensorflow or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"the histogram kernel counts float data on the 'tensorflow' edges only, got "
                          f"{x.dtype} (tensorflow={tensorflow}); use _reduce.histogram.reduce_torch")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if variant == "onchip" and not onchip_supported():
-        raise RuntimeError("the 'onchip' histogram needs tl.histogram(..., mask=...): Triton 3.4 or newer")
     x = x.contiguous().reshape(-1)
     n = x.numel()
     nbins = len(edges) - 1
     counts = torch.empty(nbins, dtype=torch.int64, device=x.device)
     stats = torch.empty(5, dtype=torch.float64, device=x.device)
-    block = BLOCK if variant == "slices" else ONCHIP_BLOCK
-    programs = programs_for(x, block)
+    programs = programs_for(x, BLOCK)
     part = torch.empty(programs, 5, dtype=torch.float64, device=x.device)
     with device_of(x):
-        if variant == "slices":
-            slices = torch.zeros(programs, SLICE, dtype=torch.int32, device=x.device)
-            _kernel()[(programs,)](x, n, table.base, table.threshold, slices, part, BLOCK=BLOCK, SLICE=SLICE)
-        else:  # every counter is written once: no zeroing
-            slices = torch.empty(programs, SLICE, dtype=torch.int32, device=x.device)
-            _kernels()["onchip"][(programs,)](x, n, table.base, table.threshold, slices, part,
-                                             BLOCK=ONCHIP_BLOCK, SLICE=SLICE, NB=NB)
+        slices = torch.zeros(programs, SLICE, dtype=torch.int32, device=x.device)
+        _kernel()[(programs,)](x, n, table.base, table.threshold, slices, part, BLOCK=BLOCK, SLICE=SLICE)
         _kernels()["finish"][((nbins + FINISH_COLS - 1) // FINISH_COLS,)](
             slices, part, counts, stats, programs, nbins, n,
             SLICE=SLICE, COLS=FINISH_COLS, ROWS=FINISH_ROWS, PROGS=FINISH_PROGS)

@@ -452,7 +452,7 @@ def test_triton_launch_wrappers_host_code_makes_no_host_wait(monkeypatch):
                                and a.dim() > 0 for a in args), f"{self.name}: a host tensor passed to the kernel"
             return launch
 
-    fakes = {"slices": Launch("hist"), "onchip": Launch("onchip"), "finish": Launch("finish")}
+    fakes = {"slices": Launch("hist"), "finish": Launch("finish")}
     monkeypatch.setattr(k_hist, "_kernels", lambda: fakes)
     monkeypatch.setattr(k_hist, "_kernel", lambda: fakes["slices"])
     for mod, name in ((k_pr, "pr"), (k_image, "image")):

@@ -36,11 +36,6 @@ def _variants() -> List[Dict[str, Any]]:
         add(f"histogram-{dtype}-{n}-sm{target[1]}" + ("-n16" if m16 else ""), "histogram",
             {"x_ptr": f"*{dtype}", "n": n, "base_ptr": "*i32", "thr_ptr": "*fp32", "slices_ptr": "*i32",
              "part_ptr": "*fp64"}, {"BLOCK": k_hist.BLOCK, "SLICE": k_hist.SLICE}, target, ["n"] if m16 else [])
-    for dtype, target in itertools.product(["fp32", "bf16"], [HOPPER, AMPERE]):
-        add(f"histogram_onchip-{dtype}-sm{target[1]}", "histogram",
-            {"x_ptr": f"*{dtype}", "n": "i32", "base_ptr": "*i32", "thr_ptr": "*fp32", "slices_ptr": "*i32",
-             "part_ptr": "*fp64"}, {"BLOCK": k_hist.ONCHIP_BLOCK, "SLICE": k_hist.SLICE, "NB": k_hist.NB},
-            target, ["n"], variant="onchip")
     finish = {"SLICE": k_hist.SLICE, "COLS": k_hist.FINISH_COLS, "ROWS": k_hist.FINISH_ROWS,
               "PROGS": k_hist.FINISH_PROGS}
     for num in ("i32", "i64"):
@@ -86,11 +81,9 @@ def compiled() -> Dict[str, Dict[str, Any]]:
 
 @pytest.mark.parametrize("variant", [v["id"] for v in VARIANTS])
 def test_kernel_compiles_for_cuda(compiled, variant):
-    if variant.startswith("histogram_onchip") and not k_hist.onchip_supported():
-        pytest.skip("this Triton's tl.histogram takes no mask (the experimental variant needs 3.4+)")
     result = compiled[variant]
     assert result["ok"], result["error"]
-    if variant.startswith(("histogram_onchip", "histogram_finish")):  # no global atomics at all
+    if variant.startswith("histogram_finish"):  # no global atomics at all
         assert not any(op.startswith(("red.", "atom.")) for op in result["ptx_ops"]), result["ptx_ops"]
     elif variant.startswith(("histogram", "pr_curve")):
         ops = result["ptx_ops"]
