@@ -12,6 +12,17 @@
  *   counts[2k + label] += 1.  Returns False, leaving counts untouched, if a label is not 0 or 1
  *   (the caller then takes the general weighted path).
  *
+ * scan_scalars(data, check_crc) -> (tags, tag_ids, steps, values, problems, consumed)
+ *   data: a stretch of an event file starting at a record boundary; ``consumed`` is where the
+ *   first incomplete record starts (the caller continues from there with more data).  Reads TFRecords (masked CRC-32C checked when check_crc)
+ *   and, in each Event, every Summary.Value that is a scalar: simple_value, or a new-style
+ *   scalar (plugin "scalars": a one-element DT_FLOAT/DT_DOUBLE tensor).  Returns the distinct
+ *   tags (str, first-seen order), then per scalar its tag index (int32), step (int64) and value
+ *   (float64) as bytes for numpy, and problems [(offset, kind)]: kind 0 = damaged length (the
+ *   scan stops there), 1 = data CRC mismatch (record skipped), 2 = not a valid event (skipped).
+ *   A truncated last record ends the scan silently.  The same rules as gpulog/reader.py, which
+ *   is the fallback and the reference in tests.  Holds the GIL: it creates Python strings.
+ *
  * Both run on the calling thread plus up to nthreads-1 helper POSIX threads with private counters,
  * claiming 64K-element chunks from a shared counter, and release the GIL.  Results do not depend
  * on the thread count (sums are added up per chunk, in chunk order).  On Linux the helpers are kept
@@ -269,9 +280,241 @@ done:
     return result;
 }
 
+/* ---- scan_scalars ------------------------------------------------------------------------ */
+static uint32_t crc_table[8][256];
+static int crc_ready = 0;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (uint32_t i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+    crc_ready = 1;
+}
+
+static uint32_t crc32c(const uint8_t *p, Py_ssize_t n) {  /* slicing-by-8 */
+    uint32_t c = 0xFFFFFFFFu;
+    while (n >= 8) {
+        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
+            crc_table[0][p[7]];
+        p += 8; n -= 8;
+    }
+    while (n--) c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static uint32_t masked(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u; }
+
+static uint64_t le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/* A protobuf varint at *p (< end); returns 0 on a malformed or truncated one. */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*p >= end) return 0;
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) { *out = v; return 1; }
+    }
+    return 0;
+}
+
+/* Skip one field of wire type wt; 0 if malformed. */
+static int skip_field(const uint8_t **p, const uint8_t *end, int wt) {
+    uint64_t n;
+    switch (wt) {
+        case 0: return varint(p, end, &n);
+        case 1: if (end - *p < 8) return 0; *p += 8; return 1;
+        case 2: if (!varint(p, end, &n) || (uint64_t)(end - *p) < n) return 0; *p += n; return 1;
+        case 5: if (end - *p < 4) return 0; *p += 4; return 1;
+        default: return 0;
+    }
+}
+
+/* Sub-message or bytes field: [*start, *stop). */
+static int len_field(const uint8_t **p, const uint8_t *end, const uint8_t **start, const uint8_t **stop) {
+    uint64_t n;
+    if (!varint(p, end, &n) || (uint64_t)(end - *p) < n) return 0;
+    *start = *p; *stop = *p + n; *p += n;
+    return 1;
+}
+
+/* The value of a new-style scalar tensor (TensorProto), or 0 if it is not one. */
+static int tensor_scalar(const uint8_t *p, const uint8_t *end, double *out) {
+    uint64_t key, dtype = 0;
+    const uint8_t *a, *b;
+    int have = 0; double v = 0;
+    while (p < end) {
+        if (!varint(&p, end, &key)) return 0;
+        int f = (int)(key >> 3), wt = (int)(key & 7);
+        if (f == 1 && wt == 0) { if (!varint(&p, end, &dtype)) return 0; }
+        else if (f == 5 && wt == 2) { if (!len_field(&p, end, &a, &b)) return 0;
+            if (b - a >= 4) { float x; memcpy(&x, a, 4); v = x; have = 1; } }
+        else if (f == 5 && wt == 5) { if (end - p < 4) return 0; float x; memcpy(&x, p, 4); p += 4; v = x; have = 1; }
+        else if (f == 6 && wt == 2) { if (!len_field(&p, end, &a, &b)) return 0;
+            if (b - a >= 8) { memcpy(&v, a, 8); have = 1; } }
+        else if (f == 6 && wt == 1) { if (end - p < 8) return 0; memcpy(&v, p, 8); p += 8; have = 1; }
+        else if (f == 4 && wt == 2) { if (!len_field(&p, end, &a, &b)) return 0;
+            if (b - a >= 8 && dtype == 2) { memcpy(&v, a, 8); have = 1; }
+            else if (b - a >= 4) { float x; memcpy(&x, a, 4); v = x; have = 1; } }
+        else if (!skip_field(&p, end, wt)) return 0;
+    }
+    if (!have || (dtype != 1 && dtype != 2)) return 0;
+    *out = v;
+    return 1;
+}
+
+static int is_scalars_plugin(const uint8_t *p, const uint8_t *end) {  /* SummaryMetadata */
+    uint64_t key;
+    const uint8_t *a, *b, *c, *d;
+    while (p < end) {
+        if (!varint(&p, end, &key)) return 0;
+        if ((key >> 3) == 1 && (key & 7) == 2) {  /* plugin_data */
+            if (!len_field(&p, end, &a, &b)) return 0;
+            while (a < b) {
+                if (!varint(&a, b, &key)) return 0;
+                if ((key >> 3) == 1 && (key & 7) == 2) {
+                    if (!len_field(&a, b, &c, &d)) return 0;
+                    return d - c == 7 && memcmp(c, "scalars", 7) == 0;
+                }
+                if (!skip_field(&a, b, (int)(key & 7))) return 0;
+            }
+        } else if (!skip_field(&p, end, (int)(key & 7))) return 0;
+    }
+    return 0;
+}
+
+typedef struct { int32_t *tag; int64_t *step; double *val; Py_ssize_t n, cap; } scalars_out;
+
+static int push(scalars_out *o, int32_t tag, int64_t step, double v) {
+    if (o->n == o->cap) {
+        Py_ssize_t cap = o->cap ? o->cap * 2 : 1024;
+        int32_t *t = realloc(o->tag, cap * sizeof *t);
+        if (t) o->tag = t;
+        int64_t *s = realloc(o->step, cap * sizeof *s);
+        if (s) o->step = s;
+        double *v2 = realloc(o->val, cap * sizeof *v2);
+        if (v2) o->val = v2;
+        if (!t || !s || !v2) return 0;
+        o->cap = cap;
+    }
+    o->tag[o->n] = tag; o->step[o->n] = step; o->val[o->n] = v; o->n++;
+    return 1;
+}
+
+/* One Event: its scalars appended (tags interned in `tags`); 0 = not a valid event, -1 = error. */
+static int scan_event(const uint8_t *p, const uint8_t *end, PyObject *tags, PyObject *index, scalars_out *o) {
+    uint64_t key, step = 0;
+    const uint8_t *sum_a = NULL, *sum_b = NULL, *a, *b;
+    while (p < end) {
+        if (!varint(&p, end, &key)) return 0;
+        int f = (int)(key >> 3), wt = (int)(key & 7);
+        if (f == 2 && wt == 0) { if (!varint(&p, end, &step)) return 0; }
+        else if (f == 5 && wt == 2) { if (!len_field(&p, end, &sum_a, &sum_b)) return 0; }
+        else if (!skip_field(&p, end, wt)) return 0;
+    }
+    if (!sum_a) return 1;
+    Py_ssize_t mark = o->n;
+    p = sum_a;
+    while (p < sum_b) {
+        if (!varint(&p, sum_b, &key)) goto bad;
+        if ((key >> 3) != 1 || (key & 7) != 2) { if (!skip_field(&p, sum_b, (int)(key & 7))) goto bad; continue; }
+        if (!len_field(&p, sum_b, &a, &b)) goto bad;
+        const uint8_t *tag_a = NULL, *tag_b = NULL, *ten_a = NULL, *ten_b = NULL, *md_a = NULL, *md_b = NULL;
+        int simple = 0; double v = 0;
+        while (a < b) {
+            uint64_t k2;
+            if (!varint(&a, b, &k2)) goto bad;
+            int f2 = (int)(k2 >> 3), w2 = (int)(k2 & 7);
+            if (f2 == 1 && w2 == 2) { if (!len_field(&a, b, &tag_a, &tag_b)) goto bad; }
+            else if (f2 == 2 && w2 == 5) { if (b - a < 4) goto bad; float x; memcpy(&x, a, 4); a += 4; v = x; simple = 1; }
+            else if (f2 == 8 && w2 == 2) { if (!len_field(&a, b, &ten_a, &ten_b)) goto bad; }
+            else if (f2 == 9 && w2 == 2) { if (!len_field(&a, b, &md_a, &md_b)) goto bad; }
+            else if (!skip_field(&a, b, w2)) goto bad;
+        }
+        int is_scalar = simple;
+        if (!simple && ten_a && md_a && is_scalars_plugin(md_a, md_b) && tensor_scalar(ten_a, ten_b, &v))
+            is_scalar = 1;
+        if (!is_scalar) continue;
+        PyObject *t = PyUnicode_DecodeUTF8((const char *)(tag_a ? tag_a : (const uint8_t *)""),
+                                           tag_a ? tag_b - tag_a : 0, "strict");
+        if (!t) { PyErr_Clear(); goto bad; }
+        PyObject *id = PyDict_GetItemWithError(index, t);
+        long tid;
+        if (id) tid = PyLong_AsLong(id);
+        else {
+            if (PyErr_Occurred()) { Py_DECREF(t); return -1; }
+            tid = (long)PyList_GET_SIZE(tags);
+            PyObject *num = PyLong_FromLong(tid);
+            if (!num || PyDict_SetItem(index, t, num) < 0 || PyList_Append(tags, t) < 0) {
+                Py_XDECREF(num); Py_DECREF(t); return -1;
+            }
+            Py_DECREF(num);
+        }
+        Py_DECREF(t);
+        if (!push(o, (int32_t)tid, (int64_t)step, v)) { PyErr_NoMemory(); return -1; }
+    }
+    return 1;
+bad:
+    o->n = mark;  /* as the Python reader: a record that does not decode contributes nothing */
+    return 0;
+}
+
+static PyObject *scan_scalars(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    int check = 1;
+    if (!PyArg_ParseTuple(args, "y*|p", &buf, &check)) return NULL;
+    if (!crc_ready) crc_init();
+    const uint8_t *data = buf.buf;
+    Py_ssize_t n = buf.len, pos = 0;
+    PyObject *tags = PyList_New(0), *index = PyDict_New(), *problems = PyList_New(0), *result = NULL;
+    scalars_out o = {0};
+    if (!tags || !index || !problems) goto done;
+    while (n - pos >= 12) {
+        uint64_t len = le64(data + pos);
+        if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8))) {
+            PyObject *pr = Py_BuildValue("(ni)", pos, 0);
+            if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); goto done; }
+            Py_DECREF(pr);
+            break;
+        }
+        if ((uint64_t)(n - pos - 12) < len + 4) break;  /* truncated last record */
+        const uint8_t *payload = data + pos + 12;
+        int kind = -1;
+        if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) kind = 1;
+        else {
+            int r = scan_event(payload, payload + len, tags, index, &o);
+            if (r < 0) goto done;
+            if (r == 0) kind = 2;
+        }
+        if (kind >= 0) {
+            PyObject *pr = Py_BuildValue("(ni)", pos, kind);
+            if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); goto done; }
+            Py_DECREF(pr);
+        }
+        pos += 12 + (Py_ssize_t)len + 4;
+    }
+    result = Py_BuildValue("(Oy#y#y#On)", tags, (const char *)o.tag, o.n * (Py_ssize_t)sizeof(int32_t),
+                           (const char *)o.step, o.n * (Py_ssize_t)sizeof(int64_t),
+                           (const char *)o.val, o.n * (Py_ssize_t)sizeof(double), problems, pos);
+done:
+    free(o.tag); free(o.step); free(o.val);
+    Py_XDECREF(tags); Py_XDECREF(index); Py_XDECREF(problems);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"hist_tf", hist_tf, METH_VARARGS, "Fused TensorFlow-bin histogram of float32 data."},
     {"pr_binary", pr_binary, METH_VARARGS, "PR-curve bucket counts for 0/1 labels."},
+    {"scan_scalars", scan_scalars, METH_VARARGS, "Scalars of one event file's bytes, into arrays."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -121,17 +121,78 @@ def read_events(path: PathLike, check_crc: bool = True) -> List[Event]:
 def read_scalars(path: PathLike, as_frame: bool = False) -> Any:
     """``{tag: [(step, value), ...]}`` in file order, for simple_value and new_style scalars.
 
-    ``as_frame=True``: a pandas DataFrame with columns ``tag, step, value`` (one row per value, in
-    file order) instead; needs pandas (``ImportError`` saying so otherwise)."""
+    ``as_frame=True``: a pandas DataFrame with columns ``tag, step, value`` (one row per value,
+    grouped by tag in first-seen order, then in file order) instead; needs pandas (``ImportError``
+    saying so otherwise).  Where gpulog's native extension is built, each file is scanned in C
+    straight into arrays (the Python decoder, :func:`read_summaries`, is the fallback); both skip
+    damaged records with the same :class:`CorruptRecordWarning`."""
     if as_frame:
         try:
             import pandas as pd
         except ImportError as err:
             raise ImportError("read_scalars(..., as_frame=True) needs pandas: pip install pandas") from err
-        rows = [(tag, step, value) for tag, values in read_scalars(path).items() for step, value in values]
+    columns = _scan_scalars(os.fspath(path))
+    if columns is None:  # no native extension: the Python decoder
+        scalars = {tag: [(step, parsed["value"]) for step, parsed in values]
+                   for tag, values in read_summaries(path, "scalars").items()}
+        if not as_frame:
+            return scalars
+        rows = [(tag, step, value) for tag, values in scalars.items() for step, value in values]
         return pd.DataFrame(rows, columns=["tag", "step", "value"])
-    return {tag: [(step, parsed["value"]) for step, parsed in values]
-            for tag, values in read_summaries(path, "scalars").items()}
+    tags, ids, steps, values = columns
+    order = np.argsort(ids, kind="stable")  # by tag (ids are first-seen order), then file order
+    if as_frame:
+        return pd.DataFrame({"tag": np.array(tags, dtype=object)[ids[order]], "step": steps[order],
+                             "value": values[order]})
+    counts = np.bincount(ids, minlength=len(tags))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    steps_sorted, values_sorted = steps[order].tolist(), values[order].tolist()
+    return {tag: list(zip(steps_sorted[bounds[i]:bounds[i + 1]], values_sorted[bounds[i]:bounds[i + 1]]))
+            for i, tag in enumerate(tags)}
+
+
+SCAN_CHUNK = 1 << 20  # bytes the native scan reads at a time: files are streamed, never read whole
+_PROBLEMS = {0: "corrupt record length at offset {pos}; the rest of this file is skipped",
+             1: "corrupt record at offset {pos} (data CRC mismatch); skipped",
+             2: "record at offset {pos} is not a valid event; skipped"}
+
+
+def _scan_scalars(path: str) -> Any:
+    """(tags, tag ids, steps, values) of every scalar of the run at ``path``, by the native scan
+    (``gpulog/_native.c``: ``scan_scalars``), or None without the extension."""
+    try:
+        from . import _native
+        scan = _native.scan_scalars
+    except (ImportError, AttributeError):
+        return None
+    import warnings
+    fs = _fs(path)
+    index: Dict[str, int] = {}
+    ids, steps, values = [], [], []
+    for f in event_files(path):
+        with fs.open(f, "rb") as fh:
+            buf, base, more = b"", 0, True
+            while more:
+                chunk = fh.read(SCAN_CHUNK)
+                more = bool(chunk)
+                buf += chunk
+                file_tags, tag_ids, file_steps, file_values, problems, consumed = scan(buf, True)
+                for pos, kind in problems:
+                    warnings.warn(f"{f}: " + _PROBLEMS[kind].format(pos=base + pos), CorruptRecordWarning,
+                                  stacklevel=3)
+                if tag_ids:
+                    remap = np.array([index.setdefault(t, len(index)) for t in file_tags], dtype=np.int64)
+                    ids.append(remap[np.frombuffer(tag_ids, dtype=np.int32)])
+                    steps.append(np.frombuffer(file_steps, dtype=np.int64))
+                    values.append(np.frombuffer(file_values, dtype=np.float64))
+                if any(kind == 0 for _, kind in problems):
+                    break  # a damaged length: nothing after it can be found in this file
+                base += consumed
+                buf = buf[consumed:]
+    tags = list(index)  # insertion order is id order: first seen, across the files in name order
+    if not ids:
+        return tags, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    return tags, np.concatenate(ids), np.concatenate(steps), np.concatenate(values)
 
 
 def read_summaries(path: PathLike, plugin: str) -> Dict[str, List[Tuple[int, Dict[str, Any]]]]:

@@ -87,8 +87,17 @@ def test_crafted_records_with_valid_crc_are_skipped(tmp_path):
         assert read_scalars(tmp_path)["x"] == [(1, 1.0), (2, 2.0)]
 
 
-def test_files_are_streamed_not_read_whole(thousand, monkeypatch):
+@pytest.mark.parametrize("decoder", ["native", "python"])
+def test_files_are_streamed_not_read_whole(thousand, monkeypatch, decoder):
     import builtins
+    from gpulog import reader
+    if decoder == "native":
+        pytest.importorskip("gpulog._native")
+        monkeypatch.setattr(reader, "SCAN_CHUNK", 2048)  # the file is ~50 KB: many chunks
+        bound = 2048
+    else:
+        monkeypatch.setattr(reader, "_scan_scalars", lambda path: None)
+        bound = 4096
     real_open = builtins.open
     sizes = []
 
@@ -109,7 +118,7 @@ def test_files_are_streamed_not_read_whole(thousand, monkeypatch):
     monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k:
                         Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
     assert len(read_scalars(thousand)["x"]) == 1000
-    assert sizes and all(0 <= n < 4096 for n in sizes)
+    assert len(sizes) > 1 and all(0 <= n <= bound for n in sizes)
 
 
 def test_read_scalars_as_frame(tmp_path, monkeypatch):
@@ -179,3 +188,68 @@ def test_every_kind_reads_back_as_tensorboard_reads_it(tmp_path):
     assert rows["note/text_summary"]["last_value"] == "step 1 **bold**"
     assert rows["pr"]["last_value"].startswith("33 thresholds")
     assert rows["snd"]["last_value"] == "800 frames at 8000 Hz"
+
+
+def _python_scalars(path):
+    from gpulog.reader import read_summaries
+    return {tag: [(s, p["value"]) for s, p in v] for tag, v in read_summaries(path, "scalars").items()}
+
+
+def test_native_scalar_scan_equals_the_python_decoder_and_tensorboard(tmp_path):
+    """Issue #21 (reading at disk speed): read_scalars scans each file in C; it must return what
+    the Python decoder returns (simple_value and new-style float/double scalars, several files
+    and tags, steps beyond 2**31 and negative) and what TensorBoard reads."""
+    pytest.importorskip("gpulog._native")
+    import numpy as np
+    import gpulog
+    from tbcompare import accumulate
+    rng = np.random.default_rng(0)
+    for part in range(2):  # two event files in one run
+        with gpulog.SummaryWriter(tmp_path) as w:
+            for i in range(500):
+                w.add_scalar("a", float(rng.standard_normal()), i + 1000 * part)
+                w.add_scalar("b/new", float(rng.standard_normal()), 2**40 + i, new_style=True)
+                w.add_scalar("c/double", float(rng.standard_normal()), -i, new_style=True, double_precision=True)
+                if i % 100 == 0:
+                    w.add_histogram("h", rng.standard_normal(100), i)
+                    w.add_text("t", "not a scalar", i)
+    got = read_scalars(tmp_path)
+    assert got == _python_scalars(tmp_path)
+    assert list(got) == ["a", "b/new", "c/double"]
+    acc = accumulate(str(tmp_path))
+    assert [(e.step, e.value) for e in acc.Scalars("a")] == [(s, pytest.approx(v)) for s, v in got["a"]]
+    frame = read_scalars(tmp_path, as_frame=True)
+    assert list(frame.columns) == ["tag", "step", "value"] and len(frame) == 3000
+    assert list(zip(frame.tag, frame.step, frame.value)) == [(t, s, v) for t, vs in got.items() for s, v in vs]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_native_scan_skips_damage_like_the_python_decoder(tmp_path, seed, monkeypatch):
+    pytest.importorskip("gpulog._native")
+    import random
+    from gpulog import reader
+    if seed % 2:
+        monkeypatch.setattr(reader, "SCAN_CHUNK", 1000)  # records cut across chunk boundaries
+    import warnings
+    import gpulog
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for i in range(300):
+            w.add_scalar("x", float(i), i)
+            w.add_scalar("y", float(-i), i, new_style=True)
+    f = next(p for p in tmp_path.iterdir() if "tfevents" in p.name)
+    data = bytearray(f.read_bytes())
+    rnd = random.Random(seed)
+    for _ in range(3):  # flip bits anywhere: lengths, CRCs, payloads
+        pos = rnd.randrange(len(data))
+        data[pos] ^= 1 << rnd.randrange(8)
+    if seed % 2:
+        data = data[:-rnd.randrange(1, 40)]  # and a torn last record
+    f.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as native_w:
+        warnings.simplefilter("always")
+        native = read_scalars(tmp_path)
+    with warnings.catch_warnings(record=True) as python_w:
+        warnings.simplefilter("always")
+        python = _python_scalars(tmp_path)
+    assert native == python
+    assert [str(w.message) for w in native_w] == [str(w.message) for w in python_w]
