@@ -23,7 +23,14 @@
  *   A truncated last record ends the scan silently.  The same rules as gpulog/reader.py, which
  *   is the fallback and the reference in tests.  Holds the GIL: it creates Python strings.
  *
- * Both run on the calling thread plus up to nthreads-1 helper POSIX threads with private counters,
+ * frame_scalars(items, start, stop) -> list of bytes
+ *   items: a sequence of the writer's scalar items (op, sink, tag, value, step, wall) with steps
+ *   None or int; for items[start:stop] each framed TFRecord of
+ *   Event{wall_time, step, summary{value{tag, simple_value}}}, byte for byte what
+ *   gpulog/_encode/scalar.py's scalar_event + _record.frame produce (tests/test_wire.py).
+ *   Values beyond float32 become +-inf, as protobuf stores them.
+ *
+ * hist_tf and pr_binary run on the calling thread plus up to nthreads-1 helper POSIX threads with private counters,
  * claiming 64K-element chunks from a shared counter, and release the GIL.  Results do not depend
  * on the thread count (sums are added up per chunk, in chunk order).  On Linux the helpers are kept
  * off the caller's CPU (see run_parallel); a helper that cannot be started is run inline.
@@ -511,10 +518,87 @@ done:
     return result;
 }
 
+/* ---- frame_scalars ------------------------------------------------------------------------ */
+static Py_ssize_t put_varint(uint8_t *out, uint64_t v) {
+    Py_ssize_t n = 0;
+    while (v >= 0x80) { out[n++] = (uint8_t)(v | 0x80); v >>= 7; }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+static PyObject *frame_scalars(PyObject *self, PyObject *args) {
+    PyObject *items;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "Onn", &items, &start, &stop)) return NULL;
+    if (!crc_ready) crc_init();
+    PyObject *seq = PySequence_Fast(items, "items must be a sequence");
+    if (!seq) return NULL;
+    if (stop > PySequence_Fast_GET_SIZE(seq)) stop = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(0);
+    uint8_t small[512];
+    for (Py_ssize_t i = start; out && i < stop; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 6) {
+            PyErr_SetString(PyExc_TypeError, "a scalar item is a 6-tuple"); goto fail;
+        }
+        Py_ssize_t tag_len;
+        const char *tag = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(it, 2), &tag_len);
+        if (!tag) goto fail;
+        double value = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 3));
+        if (value == -1.0 && PyErr_Occurred()) goto fail;
+        PyObject *step_obj = PyTuple_GET_ITEM(it, 4);
+        int64_t step = 0;
+        if (step_obj != Py_None) {
+            step = PyLong_AsLongLong(step_obj);
+            if (step == -1 && PyErr_Occurred()) goto fail;
+        }
+        double wall = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 5));
+        if (wall == -1.0 && PyErr_Occurred()) goto fail;
+        float f = (float)value;  /* beyond float32: +-inf, as protobuf stores it */
+        /* Value{1: tag, 2: float} */
+        uint8_t lenbuf[10];
+        Py_ssize_t tl = put_varint(lenbuf, (uint64_t)tag_len);
+        Py_ssize_t val_len = (tag_len ? 1 + tl + tag_len : 0) + 5;  /* "" is proto3's default: omitted */
+        Py_ssize_t vl = put_varint(lenbuf, (uint64_t)val_len);
+        Py_ssize_t sum_len = 1 + vl + val_len;
+        Py_ssize_t sl = put_varint(lenbuf, (uint64_t)sum_len);
+        Py_ssize_t ev_len = (wall != 0.0 ? 9 : 0) + (step != 0 ? 1 + (step < 0 ? 10 : 0) : 0) + 1 + sl + sum_len;
+        uint8_t stepbuf[10];
+        Py_ssize_t stl = 0;
+        if (step != 0) { stl = put_varint(stepbuf, (uint64_t)step); ev_len = (wall != 0.0 ? 9 : 0) + 1 + stl + 1 + sl + sum_len; }
+        Py_ssize_t total = 12 + ev_len + 4;
+        uint8_t *buf = total <= (Py_ssize_t)sizeof small ? small : malloc((size_t)total);
+        if (!buf) { PyErr_NoMemory(); goto fail; }
+        uint8_t *p = buf + 12;
+        if (wall != 0.0) { *p++ = 0x09; memcpy(p, &wall, 8); p += 8; }
+        if (step != 0) { *p++ = 0x10; memcpy(p, stepbuf, (size_t)stl); p += stl; }
+        *p++ = 0x2a; p += put_varint(p, (uint64_t)sum_len);
+        *p++ = 0x0a; p += put_varint(p, (uint64_t)val_len);
+        if (tag_len) { *p++ = 0x0a; p += put_varint(p, (uint64_t)tag_len); memcpy(p, tag, (size_t)tag_len); p += tag_len; }
+        *p++ = 0x15; memcpy(p, &f, 4); p += 4;
+        uint64_t n64 = (uint64_t)ev_len;
+        memcpy(buf, &n64, 8);
+        uint32_t c1 = masked(crc32c(buf, 8)), c2 = masked(crc32c(buf + 12, ev_len));
+        memcpy(buf + 8, &c1, 4);
+        memcpy(buf + 12 + ev_len, &c2, 4);
+        PyObject *rec = PyBytes_FromStringAndSize((const char *)buf, total);
+        if (buf != small) free(buf);
+        if (!rec || PyList_Append(out, rec) < 0) { Py_XDECREF(rec); goto fail; }
+        Py_DECREF(rec);
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_DECREF(seq);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"hist_tf", hist_tf, METH_VARARGS, "Fused TensorFlow-bin histogram of float32 data."},
     {"pr_binary", pr_binary, METH_VARARGS, "PR-curve bucket counts for 0/1 labels."},
     {"scan_scalars", scan_scalars, METH_VARARGS, "Scalars of one event file's bytes, into arrays."},
+    {"frame_scalars", frame_scalars, METH_VARARGS, "Framed scalar event records, one C call per batch."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -274,12 +274,37 @@ class Engine:
         popleft = items.popleft
         dirty = self._dirty
         parked = self._parked
+        frame_batch = _native_framer()
         released = 0
         checked = started = time.monotonic()
-        n = 0
+        n = checked_n = 0
         while items:
             item = popleft()
             op = item[0]
+            if op == OP_SCALAR and frame_batch is not None and not parked:
+                # A run of scalars for one file, host steps: framed by one C call (byte for byte
+                # the Python encoder's records, tests/test_wire.py), at most BATCH at a time so
+                # the GIL is held ~50 us at most.
+                batch = [item]
+                while items and len(batch) < BATCH and items[0][0] == OP_SCALAR:
+                    batch.append(popleft())
+                sink = item[1]
+                if all(it[1] is sink and (it[4] is None or it[4].__class__ is int) for it in batch):
+                    sink.pending.extend(frame_batch(batch, 0, len(batch)))
+                    dirty[id(sink)] = sink
+                    if len(sink.pending) >= sink.max_queue:
+                        sink.write_pending()
+                    n += len(batch)
+                    if n - checked_n >= 1024:
+                        checked_n = n
+                        now = time.monotonic()
+                        self.handoff.adapt(n, now - started)
+                        if now - checked > 0.02:
+                            checked = now
+                            self._write_due(now)
+                        self.handoff.notify_space()
+                    continue
+                items.extendleft(reversed(batch[1:]))  # mixed files or a CUDA step: one by one
             if parked:
                 sink = item[1]
                 if sink is None:  # a barrier for every file, or the end: what is parked first
@@ -421,6 +446,18 @@ class Engine:
                     self._dirty.pop(id(sink), None)
         finally:
             done.set()
+
+
+BATCH = 1024  # scalar items framed per native call
+
+
+def _native_framer() -> Any:
+    """``gpulog._native.frame_scalars`` where the extension is built, else None (Python path)."""
+    try:
+        from ._native import frame_scalars  # type: ignore[attr-defined]
+        return frame_scalars
+    except ImportError:
+        return None
 
 
 def _ready(item: Any) -> bool:

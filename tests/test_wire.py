@@ -80,3 +80,34 @@ def test_framing_round_trip_and_truncation():
         assert _records(bytes(bad)) == recs[1:]
     ev = parse_event(recs[3])
     assert ev.step == 3 and ev.values[0].scalar == 3.0
+
+
+def test_native_and_python_scalar_framing_are_byte_identical(tmp_path, monkeypatch):
+    """Issue #21: the writer frames runs of scalars in C (gpulog._native.frame_scalars); the
+    records must be byte for byte the Python encoder's, on random inputs (empty and long tags,
+    non-ASCII, +-inf, NaN, -0.0, values beyond float32, extreme steps, zero wall times) and in
+    the files the writer writes."""
+    import io
+    import math
+    import random
+    native = pytest.importorskip("gpulog._native")
+    from gpulog import _worker
+    rnd = random.Random(1)
+    items = []
+    for _ in range(20000):
+        items.append((0, None, rnd.choice(["loss", "a/b", "ünï/täg", "", "x" * 300]),
+                      rnd.choice([rnd.gauss(0, 1), 1e39, -math.inf, math.nan, -0.0, 1e-45, 10**20]),
+                      rnd.choice([None, 0, 1, 128, 2**63 - 1, -1, -2**63]),
+                      rnd.choice([0.0, -0.0, 1.7e9 + rnd.random()])))
+    assert native.frame_scalars(items, 0, len(items)) == [frame(scalar_event(t, v, s, w)) for _, _, t, v, s, w in items]
+
+    def run(d, use_native):
+        monkeypatch.setattr(_worker, "_native_framer", (lambda: native.frame_scalars) if use_native else (lambda: None))
+        import gpulog
+        w = gpulog.SummaryWriter(d, max_queue=100)
+        for i in range(3000):
+            w.add_scalar(f"t{i % 7}", float(i) / 3, i, walltime=1000.0 + i)
+        w.close()
+        f = next(p for p in d.iterdir() if "tfevents" in p.name)
+        return [p for _, p in read_records(io.BytesIO(f.read_bytes()), str(f))][1:]  # all but the header
+    assert run(tmp_path / "native", True) == run(tmp_path / "python", False)
