@@ -76,8 +76,11 @@ class Handoff:
 
     def _backpressure(self) -> None:
         self.wake.set()
+        # Hysteresis: once blocked, wait until the writer has drained half the limit, so producer
+        # and writer hand the GIL over in large chunks, not every few items.
+        resume = self.limit // 2
         with self._space:
-            while len(self.items) >= self.limit or self._bytes >= self.max_bytes:
+            while len(self.items) >= resume or self._bytes >= self.max_bytes:
                 self.wake.set()
                 self._space.wait(0.01)
 
