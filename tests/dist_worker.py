@@ -193,3 +193,8 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
     dist.destroy_process_group()
+    if scenario == "compiled-reduce":
+        # Ranks that ran torch.compile sometimes abort in C++ during interpreter finalization
+        # ("terminate called without an active exception"; 2 of 3 full-suite runs, never alone):
+        # the writer is closed and the result written, so end without finalization.
+        os._exit(0)
