@@ -281,30 +281,34 @@ class Engine:
         while items:
             item = popleft()
             op = item[0]
-            if op == OP_SCALAR and frame_batch is not None and not parked:
-                # A run of scalars for one file, host steps: framed by one C call (byte for byte
-                # the Python encoder's records, tests/test_wire.py), at most BATCH at a time so
-                # the GIL is held ~50 us at most.
-                batch = [item]
-                while items and len(batch) < BATCH and items[0][0] == OP_SCALAR:
-                    batch.append(popleft())
+            if op == OP_SCALAR and frame_batch is not None and not parked and \
+                    (item[4] is None or item[4].__class__ is int):
+                # The run of scalars for this one file with host steps that starts here, framed by
+                # one C call (byte for byte the Python encoder's records, tests/test_wire.py), at
+                # most BATCH at a time so the GIL is held ~50 us at most.  Only this thread pops,
+                # so peeking at items[0] is safe while producers append at the other end.
                 sink = item[1]
-                if all(it[1] is sink and (it[4] is None or it[4].__class__ is int) for it in batch):
-                    sink.pending.extend(frame_batch(batch, 0, len(batch)))
-                    dirty[id(sink)] = sink
-                    if len(sink.pending) >= sink.max_queue:
-                        sink.write_pending()
-                    n += len(batch)
-                    if n - checked_n >= 1024:
-                        checked_n = n
-                        now = time.monotonic()
-                        self.handoff.adapt(n, now - started)
-                        if now - checked > 0.02:
-                            checked = now
-                            self._write_due(now)
-                        self.handoff.notify_space()
-                    continue
-                items.extendleft(reversed(batch[1:]))  # mixed files or a CUDA step: one by one
+                batch = [item]
+                while items and len(batch) < BATCH:
+                    nxt = items[0]
+                    if nxt[0] != OP_SCALAR or nxt[1] is not sink or \
+                            not (nxt[4] is None or nxt[4].__class__ is int):
+                        break
+                    batch.append(popleft())
+                sink.pending.extend(frame_batch(batch, 0, len(batch)))
+                dirty[id(sink)] = sink
+                if len(sink.pending) >= sink.max_queue:
+                    sink.write_pending()
+                n += len(batch)
+                if n - checked_n >= 1024:
+                    checked_n = n
+                    now = time.monotonic()
+                    self.handoff.adapt(n, now - started)
+                    if now - checked > 0.02:
+                        checked = now
+                        self._write_due(now)
+                    self.handoff.notify_space()
+                continue
             if parked:
                 sink = item[1]
                 if sink is None:  # a barrier for every file, or the end: what is parked first
