@@ -33,6 +33,16 @@ def writers() -> Dict[str, Any]:
     return out
 
 
+def _process_cpu() -> float:
+    """CPU seconds of this process, every thread (user + system); -1 where unavailable."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1.0
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def settle() -> None:
     """Let thread pools left busy by the previous writer go idle before timing the next one.
 
@@ -96,6 +106,7 @@ class Bench:
                 w = cls(os.path.join(self.tmp, f"s_{kind}_{name}"), max_queue=1000, flush_secs=3600)
                 v = torch.tensor(1.5, device=self.device) if kind == "tensor" else 1.5
                 self.sync()
+                cpu0 = _process_cpu()
                 t = time.perf_counter()
                 for i in range(n):
                     w.add_scalar("loss", v, i)
@@ -103,8 +114,11 @@ class Bench:
                 t_call = time.perf_counter() - t
                 w.close()
                 t_all = time.perf_counter() - t
-                self.emit(f"scalar.{kind}.caller_us", name, t_call / n * 1e6, "us/call")
+                cpu = _process_cpu() - cpu0
+                if cpu0 >= 0:  # what a value costs the whole process (all threads), first
+                    self.emit(f"scalar.{kind}.cpu_us", name, cpu / n * 1e6, "us/value, all threads")
                 self.emit(f"scalar.{kind}.e2e_per_s", name, n / t_all, "events/s")
+                self.emit(f"scalar.{kind}.caller_us", name, t_call / n * 1e6, "us/call")
 
     def tensors(self) -> None:
         d = self.device
