@@ -343,9 +343,15 @@ def register_shutdown_hook() -> None:
         _shutdown_hook = True
 
 
+_exit_deadline: Optional[float] = None
+
+
 def report_at_exit(timeout: Optional[float] = None) -> None:
     """Wait for the uploads (up to the longest ``flush_timeout``), then name on stderr what is left
-    and how to upload it later."""
+    and how to upload it later.  Called by the "uploads" exit phase and again by the writer's exit
+    drain (for what it sealed last, and on SIGTERM); every call waits until one deadline, set by
+    the first, so the process's exit waits at most one ``flush_timeout`` in all."""
+    global _exit_deadline
     import sys
     with UPLOADS.lock:
         sinks = list(UPLOADS.sinks.values())
@@ -353,7 +359,9 @@ def report_at_exit(timeout: Optional[float] = None) -> None:
         return
     if timeout is None:
         timeout = max(s.flush_timeout for s in sinks)
-    for sink in UPLOADS.drain(timeout):
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + timeout
+    for sink in UPLOADS.drain(max(0.0, _exit_deadline - time.monotonic())):
         waiting = sink.pending_uploads()
         if getattr(sink, "_reported", False):
             continue

@@ -3,8 +3,9 @@ run the ``bench``mark suite."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 
 def _kind(v: object) -> str:
@@ -37,21 +38,22 @@ def inspect_rows(logdir: str) -> List[Tuple[str, str, str, object, object, objec
     for run, files in runs(logdir).items():
         tags: Dict[Tuple[str, str], List[object]] = {}
 
-        def seen(key: Tuple[str, str], step: int, value: str) -> None:
-            entry = tags.setdefault(key, [0, 0, ""])
+        def seen(key: Tuple[str, str], step: int, last: Callable[[], str]) -> None:
+            entry = tags.setdefault(key, [0, 0, None])
             entry[0] += 1  # type: ignore[operator]
-            entry[1], entry[2] = step, value
+            entry[1], entry[2] = step, last
 
         for f in files:
             for ev in iter_events(f, check_crc=True):
                 if ev.has_graph:
-                    seen(("(graph)", "graph"), ev.step, _graph_value(ev.graph_def))
+                    seen(("(graph)", "graph"), ev.step, functools.partial(_graph_value, ev.graph_def))
                 if ev.run_metadata_tag:
-                    seen((f"(run metadata) {ev.run_metadata_tag}", "run_metadata"), ev.step, "")
+                    seen((f"(run metadata) {ev.run_metadata_tag}", "run_metadata"), ev.step, str)
                 for v in ev.values:
-                    seen((v.tag, _kind(v)), ev.step, _value(v))
-        for (tag, kind), (count, step, value) in sorted(tags.items()):
-            rows.append((run, tag, kind, count, step, value))  # type: ignore[arg-type]
+                    seen((v.tag, _kind(v)), ev.step, functools.partial(_value, v))
+        # Only each tag's last value is shown: it alone is parsed and described.
+        for (tag, kind), (count, step, last) in sorted(tags.items()):
+            rows.append((run, tag, kind, count, step, last()))  # type: ignore[arg-type,misc,operator]
     return rows
 
 
