@@ -13,10 +13,11 @@ arrives, the handler's behaviour depends on who is in charge of the signal:
   one), makes later ``add_*`` calls wait for that end, then restores the default and re-raises
   SIGTERM, so the exit status still says "killed by SIGTERM".  Every value whose call returned
   is written.
-* **gpulog's handler is the installed one and it replaced a Python handler**: the drain runs,
-  then the replaced handler is called with the signal (it may exit: the exit hook writes the rest).
+* **gpulog's handler is the installed one and it replaced a Python handler**: it flushes
+  everything queued (the writer keeps running: the process may go on), waiting at most 30 s, then
+  calls the replaced handler with the signal (it may exit: the exit hook writes the rest).
 * **another handler was installed after gpulog's and calls it** (PyTorch Lightning's signal
-  connector composes the previous handler into its own): gpulog starts the drain and returns.  The
+  connector composes the previous handler into its own): gpulog starts a flush and returns.  The
   framework decides how the process ends (Lightning finishes its step, runs ``on_exception`` and
   teardown, which closes the writer); gpulog never kills a process whose current handler is
   someone else's.
