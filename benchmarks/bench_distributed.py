@@ -58,9 +58,9 @@ def _rank(rank: int, world: int, port: int, steps: int, repeats: int, sync_secs:
                 r = results[mode]
                 r["ms_per_step"].append((time.perf_counter() - t) / steps * 1e3)
                 if w is not None:
-                    r["collectives"].append(w._dist.collectives)
-                    r["sync_points"].append(w._dist.sync_points)
-                    r["bytes"].append(w._dist.bytes_synced)
+                    r["collectives"].append(w._stage.collectives)
+                    r["sync_points"].append(w._stage.sync_points)
+                    r["bytes"].append(w._stage.bytes_synced)
     if rank == 0:
         with open(out, "w") as f:
             json.dump(results, f)

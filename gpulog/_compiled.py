@@ -88,7 +88,7 @@ def _check_distributed(writer: Any, value: torch.Tensor) -> None:
     not program-order points, so they cannot be aggregated across ranks: refused at trace time
     instead of silently writing rank 0's values only (on the CPU each execution logs eagerly,
     in program order, and aggregates)."""
-    if getattr(writer, "_dist", None) is not None and value.is_cuda:
+    if not writer._stage.local and value.is_cuda:
         raise ValueError("logging CUDA tensors inside a compiled step with distributed=True is not "
                          "supported yet: return the value from the step and log it outside, or use "
                          "a writer without distributed=True")

@@ -24,7 +24,7 @@
  *   is the fallback and the reference in tests.  Holds the GIL: it creates Python strings.
  *
  * frame_scalars(items, start, stop) -> list of bytes
- *   items: a sequence of the writer's scalar items (op, sink, tag, value, step, wall) with steps
+ *   items: a sequence of the writer's scalar items (sink, tag, value, step, wall) with steps
  *   None or int; for items[start:stop] each framed TFRecord of
  *   Event{wall_time, step, summary{value{tag, simple_value}}}, byte for byte what
  *   gpulog/_encode/scalar.py's scalar_event + _record.frame produce (tests/test_wire.py).
@@ -538,21 +538,21 @@ static PyObject *frame_scalars(PyObject *self, PyObject *args) {
     uint8_t small[512];
     for (Py_ssize_t i = start; out && i < stop; i++) {
         PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 6) {
-            PyErr_SetString(PyExc_TypeError, "a scalar item is a 6-tuple"); goto fail;
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 5) {
+            PyErr_SetString(PyExc_TypeError, "a scalar item is a 5-tuple"); goto fail;
         }
         Py_ssize_t tag_len;
-        const char *tag = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(it, 2), &tag_len);
+        const char *tag = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(it, 1), &tag_len);
         if (!tag) goto fail;
-        double value = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 3));
+        double value = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 2));
         if (value == -1.0 && PyErr_Occurred()) goto fail;
-        PyObject *step_obj = PyTuple_GET_ITEM(it, 4);
+        PyObject *step_obj = PyTuple_GET_ITEM(it, 3);
         int64_t step = 0;
         if (step_obj != Py_None) {
             step = PyLong_AsLongLong(step_obj);
             if (step == -1 && PyErr_Occurred()) goto fail;
         }
-        double wall = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 5));
+        double wall = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 4));
         if (wall == -1.0 && PyErr_Occurred()) goto fail;
         float f = (float)value;  /* beyond float32: +-inf, as protobuf stores it */
         /* Value{1: tag, 2: float} */

@@ -329,7 +329,7 @@ def _flush_before_thread_shutdown() -> None:
     from . import _worker
     e = _worker._engine
     if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
-        e.barrier(_worker.OP_FLUSH, None, timeout=120.0)
+        e.barrier(None, timeout=120.0)
     report_at_exit()
 
 

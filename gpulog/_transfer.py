@@ -1,5 +1,11 @@
 """Stage 2: results cross to the host without stalling the caller.
 
+The ``Staged`` protocol — what an ``Item`` holds until the writer thread encodes it — has three
+implementations: ``Ready`` (host arrays computed at the call), ``Deferred`` (host work finished on
+the writer thread, optionally after another staged result or a readiness test: CPU reductions,
+collective results, a slot of a coalesced scalar batch) and ``DeviceStaged`` (a device copy into
+pinned memory with an event).
+
 ``DeviceStaged``: reduced CUDA tensors are copied with ``non_blocking=True`` into pinned host
 buffers, ordered on the caller's current stream, and a CUDA event marks completion; the writer
 thread waits on that event, never the caller.  The device tensors are referenced until then, so
@@ -26,6 +32,11 @@ import collections
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8
+    Protocol = object  # type: ignore[assignment,misc]
 
 import numpy as np
 import torch
@@ -122,43 +133,75 @@ def guard_inputs(tensors: Sequence[Any], stream: Any) -> None:
             t.record_stream(stream)
 
 
-class DeviceStaged:
-    __slots__ = ("_device_tensors", "_pinned", "_event", "_host", "nbytes")
+class Staged(Protocol):
+    """A result on its way to the host.  ``ready()`` (writer thread, never waits): would
+    ``result()`` return at once?  ``result()`` (writer thread only, idempotent where items share
+    it): the host arrays, in the order the encoder takes them.  ``nbytes``: host payload bytes."""
 
-    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
-        check_not_capturing("gpulog")
-        GATE.install()
-        tensors = [t.detach().contiguous() for t in tensors]
-        device = tensors[0].device
-        stream = torch.cuda.current_stream(device)
-        self._pinned = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-        for host, dev in zip(self._pinned, tensors):
-            host.copy_(dev, non_blocking=True)
-        self._event = torch.cuda.Event()
-        self._event.record(stream)
-        self._device_tensors = tensors
+    nbytes: int
+
+    def ready(self) -> bool: ...
+
+    def result(self) -> Tuple[np.ndarray, ...]: ...
+
+
+class DeviceStaged:
+    """CUDA tensors copied with ``non_blocking=True`` into pinned memory, one event after the
+    copies; host values among ``values`` (numbers, arrays, CPU tensors) are converted now and
+    returned in place, so one staging serves a mixed argument list."""
+
+    __slots__ = ("_device_tensors", "_pinned", "_where", "_given", "_event", "_host", "nbytes")
+
+    def __init__(self, values: Sequence[Any], stream: Any = None) -> None:
+        where = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.is_cuda]
+        self._given: List[Any] = [None if i in where else np.asarray(_host_numpy(
+            v.detach().cpu() if isinstance(v, torch.Tensor) else v)) for i, v in enumerate(values)]
+        self._where = where
         self._host: Optional[Tuple[np.ndarray, ...]] = None
+        self._event: Any = None
+        self._pinned: List[torch.Tensor] = []
+        self._device_tensors: List[torch.Tensor] = []
+        self.nbytes = 0
+        if not where:
+            return
+        if stream is None:
+            check_not_capturing("gpulog")
+            stream = torch.cuda.current_stream(values[where[0]].device)
+        GATE.install()
+        tensors = [values[i].detach().contiguous() for i in where]
+        self._pinned = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+        with torch.cuda.stream(stream):
+            for host, dev in zip(self._pinned, tensors):
+                host.copy_(dev, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record(stream)
+        self._device_tensors = tensors
         # Counted against the hand-off's byte cap: producers that outrun the writer wait, so
         # pinned memory stays bounded.
         self.nbytes = sum(p.numel() * p.element_size() for p in self._pinned)
 
     def ready(self) -> bool:
         """Writer thread, without waiting: would :meth:`result` return at once?"""
-        return self._host is not None or GATE.try_query(self._event)
+        return self._host is not None or self._event is None or GATE.try_query(self._event)
 
     def result(self) -> Tuple[np.ndarray, ...]:
         """Writer thread: the host copies (idempotent; several items may share one staging)."""
         if self._host is None:
-            GATE.wait_event(self._event)
-            # Copied out and released under the gate: freeing pinned and device blocks records
-            # events on the streams that used them.
-            self._host = GATE.run(self._release)
+            if self._event is None:
+                self._host = tuple(self._given)
+            else:
+                GATE.wait_event(self._event)
+                # Copied out and released under the gate: freeing pinned and device blocks
+                # records events on the streams that used them.
+                self._host = GATE.run(self._release)
         return self._host
 
     def _release(self) -> Tuple[np.ndarray, ...]:
-        out = tuple(np.array(_host_numpy(p)) for p in self._pinned)
-        self._pinned, self._device_tensors = [], []
-        return out
+        out = list(self._given)
+        for i, p in zip(self._where, self._pinned):
+            out[i] = np.array(_host_numpy(p))
+        self._pinned, self._device_tensors, self._given = [], [], []
+        return tuple(out)
 
 
 class DeviceStep:
@@ -182,55 +225,17 @@ class DeviceStep:
         return self._value
 
 
-class Mixed:
-    """Host values and CUDA tensors in one list: the CUDA ones staged together (one event), the
-    others converted now; ``result()`` gives them back in order as arrays."""
-
-    __slots__ = ("_host", "_staged", "_where", "nbytes")
-
-    def __init__(self, values: Sequence[Any]) -> None:
-        on_device = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.is_cuda]
-        self._where = on_device
-        self._host: List[Any] = [None if i in on_device else np.asarray(_host_numpy(
-            v.detach().cpu() if isinstance(v, torch.Tensor) else v)) for i, v in enumerate(values)]
-        self._staged = DeviceStaged([values[i] for i in on_device]) if on_device else None
-        self.nbytes = self._staged.nbytes if self._staged is not None else 0
-
-    def ready(self) -> bool:
-        return self._staged is None or self._staged.ready()
-
-    def result(self) -> Tuple[np.ndarray, ...]:
-        out = list(self._host)
-        if self._staged is not None:
-            for i, arr in zip(self._where, self._staged.result()):
-                out[i] = arr
-        return tuple(out)
-
-
-class Then:
-    """``fn(*staged.result())`` on the writer thread: host work that needs the staged data."""
-
-    __slots__ = ("_staged", "_fn", "nbytes")
-
-    def __init__(self, staged: Any, fn: Callable[..., Sequence[Any]]) -> None:
-        self._staged, self._fn = staged, fn
-        self.nbytes = getattr(staged, "nbytes", 0)
-
-    def ready(self) -> bool:
-        ready = getattr(self._staged, "ready", None)
-        return True if ready is None else bool(ready())
-
-    def result(self) -> Tuple[np.ndarray, ...]:
-        return tuple(_host_numpy(a) for a in self._fn(*self._staged.result()))
-
-
 class Ready:
     """Host arrays already computed at the call (a fused CPU pass cheaper than a snapshot copy)."""
 
     __slots__ = ("_arrays",)
+    nbytes = 0
 
     def __init__(self, arrays: Sequence[Any]) -> None:
         self._arrays = tuple(_host_numpy(a) for a in arrays)
+
+    def ready(self) -> bool:
+        return True
 
     def result(self) -> Tuple[np.ndarray, ...]:
         return self._arrays
@@ -270,20 +275,36 @@ POOL = SnapshotPool()
 
 
 class Deferred:
-    """``fn(arg)`` on the writer thread; pooled snapshots in ``arg`` are returned afterwards."""
+    """``fn(*args, *after.result())`` on the writer thread (``after`` omitted: ``fn(*args)``),
+    once ``after`` and the ``ready`` test (if given) say it would not wait; computed once.
+    Pooled snapshots among the inputs go back to ``POOL`` afterwards (outputs never alias them)."""
 
-    __slots__ = ("_fn", "_arg", "_pooled")
+    __slots__ = ("_fn", "_args", "_after", "_ready", "_pooled", "_out", "nbytes")
 
-    def __init__(self, fn: Callable[[Any], Sequence[Any]], arg: Any, pooled: Sequence[torch.Tensor] = ()) -> None:
-        self._fn, self._arg, self._pooled = fn, arg, pooled
+    def __init__(self, fn: Callable[..., Sequence[Any]], args: Sequence[Any] = (), *,
+                 after: Optional[Staged] = None, ready: Optional[Callable[[], bool]] = None,
+                 pooled: Sequence[torch.Tensor] = ()) -> None:
+        self._fn, self._args, self._after, self._ready = fn, tuple(args), after, ready
+        self._pooled = pooled
+        self._out: Optional[Tuple[Any, ...]] = None
+        self.nbytes = after.nbytes if after is not None else 0
+
+    def ready(self) -> bool:
+        if self._out is not None:
+            return True
+        if self._ready is not None and not self._ready():
+            return False
+        return self._after is None or self._after.ready()
 
     def result(self) -> Tuple[np.ndarray, ...]:
-        out = tuple(_host_numpy(t) for t in self._fn(self._arg))
-        self._arg = None
-        for t in self._pooled:  # the outputs never alias the input snapshot
-            POOL.give(t)
-        self._pooled = ()
-        return out
+        if self._out is None:
+            more = self._after.result() if self._after is not None else ()
+            self._out = tuple(_host_numpy(t) for t in self._fn(*self._args, *more))
+            self._args, self._after = (), None
+            for t in self._pooled:
+                POOL.give(t)
+            self._pooled = ()
+        return self._out
 
 
 def widen_bf16_for_numpy(t: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 One daemon thread per process serves every event file (main run, ``add_scalars`` sub-runs,
 hparams runs), so a writer with many sub-runs still costs one thread.  It is started lazily by the
-first item, never at import.  Items are tuples whose first element is an opcode (cheap to build in
-the caller, cheap to dispatch here).
+first item, never at import.  It receives ``_item.Item``s (a plain scalar in its compact tuple
+form), ``Barrier``s and ``STOP``, and dispatches on their class.
 
 Guarantees
 ----------
@@ -42,10 +42,10 @@ from typing import Any, List, Optional
 from . import _lifecycle
 from ._encode.scalar import scalar_event
 from ._handoff import Handoff
+from ._item import EVENTS, FILES, STOP, Barrier, Item
 from ._proto.messages import event_with_summary, summary
 from ._record import frame
 
-OP_SCALAR, OP_SUMMARY, OP_EVENT, OP_FLUSH, OP_CLOSE, OP_CALL, OP_MULTI, OP_STOP = range(8)
 RETRY_S = 0.2          # after a failed write, the next attempt waits this long (or a flush/close)
 MAX_LAG_S = 0.1        # under sustained load, records reach the OS at least this often
 WRITE_CHUNK = 1 << 20  # bytes joined per os.write: a backlog is never copied whole
@@ -222,7 +222,7 @@ class Engine:
                     self._thread = t
                     _lifecycle.install_sigterm_handler(drain_at_exit, flush_all, block_new_items)
 
-    def barrier(self, op: int, sink: Optional[Sink], timeout: Optional[float] = None) -> bool:
+    def barrier(self, sink: Optional[Sink], close: bool = False, timeout: Optional[float] = None) -> bool:
         """Queue a flush/close marker and wait until the writer has passed it (at once, False,
         once the writer was stopped at exit)."""
         self.ensure_started()
@@ -233,7 +233,7 @@ class Engine:
         if scalars is not None:
             scalars.seal_all()  # device scalars logged so far reach the writer (no wait here)
         done = threading.Event()
-        self.handoff.put_urgent((op, sink, done))
+        self.handoff.put_urgent(Barrier(sink, close, done))
         return done.wait(timeout)
 
     # -- writer thread -------------------------------------------------------------------------
@@ -280,19 +280,19 @@ class Engine:
         n = checked_n = 0
         while items:
             item = popleft()
-            op = item[0]
-            if op == OP_SCALAR and frame_batch is not None and not parked and \
-                    (item[4] is None or item[4].__class__ is int):
+            cls = item.__class__
+            if cls is tuple and frame_batch is not None and not parked and \
+                    (item[3] is None or item[3].__class__ is int):
                 # The run of scalars for this one file with host steps that starts here, framed by
                 # one C call (byte for byte the Python encoder's records, tests/test_wire.py), at
                 # most BATCH at a time so the GIL is held ~50 us at most.  Only this thread pops,
                 # so peeking at items[0] is safe while producers append at the other end.
-                sink = item[1]
+                sink = item[0]
                 batch = [item]
                 while items and len(batch) < BATCH:
                     nxt = items[0]
-                    if nxt[0] != OP_SCALAR or nxt[1] is not sink or \
-                            not (nxt[4] is None or nxt[4].__class__ is int):
+                    if nxt.__class__ is not tuple or nxt[0] is not sink or \
+                            not (nxt[3] is None or nxt[3].__class__ is int):
                         break
                     batch.append(popleft())
                 sink.pending.extend(frame_batch(batch, 0, len(batch)))
@@ -310,14 +310,14 @@ class Engine:
                     self.handoff.notify_space()
                 continue
             if parked:
-                sink = item[1]
+                sink = item[0] if cls is tuple else item.sink
                 if sink is None:  # a barrier for every file, or the end: what is parked first
                     self._unpark(block=True)
                 elif id(sink) in parked:
                     parked[id(sink)].append(item)
                     continue
-            if op == OP_SCALAR:  # the hot path, inline
-                _, sink, tag, value, step, wall = item
+            if cls is tuple:  # a plain scalar: the hot path, inline (Python framing)
+                sink, tag, value, step, wall = item
                 if step is not None and step.__class__ is not int:
                     if not step.ready():
                         parked[id(sink)] = collections.deque((item,))
@@ -327,8 +327,8 @@ class Engine:
                 dirty[id(sink)] = sink
                 if len(sink.pending) >= sink.max_queue:
                     sink.write_pending()
-            elif not _ready(item):
-                parked[id(item[1])] = collections.deque((item,))
+            elif cls is Item and not item.ready():
+                parked[id(item.sink)] = collections.deque((item,))
                 continue
             else:
                 released += self._handle(item)
@@ -364,50 +364,44 @@ class Engine:
     def _handle(self, item: Any) -> int:
         """Encode and frame one item (waiting for its staged result if needed); returns the
         payload bytes it releases."""
-        op = item[0]
-        released = 0
-        dirty = self._dirty
-        try:
-            if op == OP_SCALAR:
-                _, sink, tag, value, step, wall = item
+        cls = item.__class__
+        if cls is tuple:
+            sink, tag, value, step, wall = item
+            if step is not None and step.__class__ is not int:
+                step = step.value()
+            sink.pending.append(frame(scalar_event(tag, value, step, wall)))
+        elif cls is Item:
+            sink = item.sink
+            try:
+                step = item.step
                 if step is not None and step.__class__ is not int:
                     step = step.value()
-                sink.pending.append(frame(scalar_event(tag, value, step, wall)))
-            elif op == OP_SUMMARY:
-                _, sink, encode, args, step, wall, nbytes, staged = item
-                released = nbytes
-                if step is not None and step.__class__ is not int:
-                    step = step.value()
-                arrays = staged.result() if staged is not None else ()
-                values = encode(*args, *arrays)
-                sink.pending.append(frame(event_with_summary(wall, step, summary(values))))
-            elif op == OP_EVENT:
-                _, sink, data = item
-                sink.pending.append(frame(data))
-            elif op == OP_MULTI:  # several events, possibly to several files
-                _, sink, fn, args, staged = item
-                for target, data in fn(*args, *staged.result()):
-                    target.pending.append(frame(data))
-                    dirty[id(target)] = target
-            elif op == OP_CALL:
-                _, sink, fn, args, released = item
-                try:
-                    fn(*args)
-                except OSError as err:  # side files (embeddings): a write error, reported
-                    sink.set_error(err)  # as an OSError on the caller's next call
-                return released
-            else:
-                self._barrier_item(item)
-                return 0
-        except _Stop:
-            raise
-        except Exception as err:  # noqa: BLE001 - encode failure: skip this item, say which
-            _warn_skipped(item, err)
-            return released
-        dirty[id(sink)] = sink
+                staged = item.staged
+                out = item.encode(*item.meta, *(staged.result() if staged is not None else ()))
+                if item.out is FILES:
+                    return item.nbytes
+                if item.out is EVENTS:
+                    sink.pending.extend(frame(data) for data in out)
+                else:
+                    sink.pending.append(frame(event_with_summary(item.wall, step, summary(out))))
+            except _Stop:
+                raise
+            except OSError as err:
+                if item.out is not FILES:
+                    _warn_skipped(item, err)
+                    return item.nbytes
+                sink.set_error(err)  # side files (embeddings): a write error, reported as an
+                return item.nbytes   # OSError on the caller's next call
+            except Exception as err:  # noqa: BLE001 - encode failure: skip this item, say which
+                _warn_skipped(item, err)
+                return item.nbytes
+        else:
+            self._barrier_item(item)
+            return 0
+        self._dirty[id(sink)] = sink
         if len(sink.pending) >= sink.max_queue:
             sink.write_pending()
-        return released
+        return item.nbytes if cls is Item else 0
 
     def _write_due(self, now: float) -> None:
         for sink in list(self._dirty.values()):
@@ -431,18 +425,18 @@ class Engine:
         t = self._thread
         if t is None or not t.is_alive():
             return
-        self.handoff.put_urgent((OP_STOP, None, None))
+        self.handoff.put_urgent(STOP)
         t.join(timeout)
 
     def _barrier_item(self, item: Any) -> None:
-        if item[0] == OP_STOP:
+        if item is STOP:
             self._write_dirty(force=True)
             raise _Stop
-        op, sink, done = item
+        sink, done = item.sink, item.done
         try:
             if sink is None:
                 self._write_dirty(force=True)
-            elif op == OP_FLUSH:
+            elif not item.close:
                 sink.flush_now()
             else:
                 sink.close()
@@ -466,43 +460,25 @@ def _native_framer() -> Any:
 
 def _ready(item: Any) -> bool:
     """Can ``item`` be encoded without waiting (its staged result and CUDA step are on the host)?"""
-    op = item[0]
-    if op == OP_SUMMARY:
-        step, staged = item[4], item[7]
-    elif op == OP_MULTI:
-        step, staged = None, item[4]
-    else:
-        return True
-    if step is not None and step.__class__ is not int and not step.ready():
-        return False
-    ready = getattr(staged, "ready", None)  # host-side results (Ready, Deferred) have none
-    return ready is None or bool(ready())
+    cls = item.__class__
+    if cls is Item:
+        return item.ready()
+    if cls is tuple:
+        step = item[3]
+        return step is None or step.__class__ is int or step.ready()
+    return True
 
 
-def _warn_skipped(item: Any, err: BaseException) -> None:
+def _warn_skipped(item: Item, err: BaseException) -> None:
     """An item that failed on this thread: a warning naming what was skipped (the caller's call
     returned long ago; raising it on a later, unrelated call would cost that call its value)."""
     import warnings
-    what = "a summary"
-    if item[0] == OP_SUMMARY:
-        encode, args, step = item[2], item[3], item[4]
-        tag = next((a for a in args if isinstance(a, str)), None)
-        what = f"{_METHODS.get(getattr(encode, '__name__', ''), 'add_*')}(tag={tag!r}, step={step})"
-    elif item[0] == OP_CALL:
-        what = f"{getattr(item[2], '__module__', '')}.{getattr(item[2], '__name__', 'call')}"
+    what = item.describe()
     try:
         warnings.warn(f"gpulog: {what} could not be written and was skipped: {type(err).__name__}: "
                       f"{err}", RuntimeWarning, stacklevel=2)
     except Exception:  # noqa: BLE001 - a warnings filter set to "error" must not end this thread
         sys.stderr.write(f"gpulog: {what} could not be written and was skipped: {err!r}\n")
-
-
-# encoder name -> the method users called (for the warning above)
-_METHODS = {"histogram": "add_histogram", "histogram_raw": "add_histogram_raw", "pr_curve": "add_pr_curve",
-            "pr_curve_raw": "add_pr_curve_raw", "from_array": "add_scalar", "new_style": "add_scalar",
-            "image": "add_image", "images": "add_images", "video": "add_video", "audio": "add_audio",
-            "mesh": "add_mesh", "tensor": "add_tensor", "text": "add_text", "custom_scalars":
-            "add_custom_scalars"}
 
 
 class _Stop(BaseException):
@@ -557,7 +533,7 @@ def drain_at_exit() -> None:
     with sigint_deferred(f"writing {len(e.handoff.items)} queued items"):
         while True:
             try:
-                e.barrier(OP_FLUSH, None, timeout=60.0)
+                e.barrier(None, timeout=60.0)
                 e.stop()
                 break
             except KeyboardInterrupt:  # arrived before the deferral took effect: keep draining
@@ -578,7 +554,7 @@ def flush_all(timeout: float = 60.0) -> None:
     """Write everything queued so far to every event file (the writer keeps running)."""
     e = _engine
     if e is not None and e._thread is not None and e._thread.is_alive() and e.pid == os.getpid():
-        e.barrier(OP_FLUSH, None, timeout=timeout)
+        e.barrier(None, timeout=timeout)
 
 
 def block_new_items(wait: Any) -> None:

@@ -56,7 +56,7 @@ def _sprite_torch(label_img: Any) -> Any:
 def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: Optional[int],
             tag: str, metadata_header: Optional[Sequence[str]]) -> Job:
     import torch
-    from ._transfer import Deferred, DeviceStaged, Mixed
+    from ._transfer import DeviceStaged
     m = _inputs.local(mat.detach(), "mat") if isinstance(mat, torch.Tensor) else torch.from_numpy(
         np.array(_inputs.to_numpy(mat, "mat")))
     if m.dim() != 2:
@@ -88,13 +88,9 @@ def prepare(mat: Any, metadata: Optional[Sequence[Any]], label_img: Any, step: O
                          "folder named after it, and file systems allow 255 bytes; use a shorter tag")
     subdir = f"{str(step).zfill(5)}/{encode_tag(tag)}"
     tensors = [m] + ([sprite] if sprite is not None else [])
-    if m.is_cuda:
-        staged: Any = DeviceStaged(tensors)
-    elif sprite is not None and sprite.is_cuda:
-        staged = Mixed([m.clone(), sprite])  # the mat now, the sprite staged from its device
-    else:
-        snap = [m.clone()] + ([sprite] if sprite is not None else [])
-        staged = Deferred(lambda ts: ts, snap)
+    # CUDA tensors are copied asynchronously; a CPU mat is snapshotted now (the caller may
+    # change it); a CPU sprite is new, built above.
+    staged: Any = DeviceStaged(tensors if m.is_cuda else [m.clone(), *tensors[1:]])
     nbytes = sum(t.numel() * t.element_size() for t in tensors)
     return Job(subdir, f"{tag}:{str(step).zfill(5)}", metadata,
                None if metadata_header is None else list(metadata_header), dims, staged, nbytes)

@@ -1,6 +1,6 @@
 """``FileWriter``: one event file fed by the background writer (torch's FileWriter API).
 
-The caller's thread only stamps wall time and step and queues a tuple; encoding, CRC and I/O run
+The caller's thread only stamps wall time and step and queues an ``_item.Item``; encoding, CRC and I/O run
 on the writer thread (see ``_worker``).  ``add_event``/``add_summary`` also accept protobuf
 ``Event``/``Summary`` messages from tensorboard's generated code (PyTorch Lightning writes its
 hparams this way); those are serialized here, since the caller may reuse the message.
@@ -14,6 +14,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from . import _inputs, _worker
 from ._inputs import to_step, to_walltime
+from ._item import EVENTS, FILES, Barrier, Item
 from ._proto import messages as m
 from ._record import event_file_name, frame
 from .errors import WriterError
@@ -91,8 +92,8 @@ class FileWriter:
             header.append(m.event(now, purge_step, file_version=m.FILE_VERSION))
             header.append(m.event(now, purge_step, session_log_status=m.SESSION_START))
         sink.header = frame(header[0])
-        for data in header:
-            self._handoff.put_urgent((_worker.OP_EVENT, sink, data))
+        self._handoff.put_urgent(Item("header", "FileWriter", None, None, now, sink, _as_events,
+                                      (header,), out=EVENTS))
         self._sink = sink
         # A writer dropped without close() (sweeps, notebooks) closes its file when collected.
         self._finalizer = weakref.finalize(self, _close_dropped, self._handoff, sink)
@@ -140,33 +141,55 @@ class FileWriter:
                 raise WriterError(getattr(err, "errno", None), str(err), getattr(sink, "url", "")) from err
 
     def submit_scalar(self, tag: str, value: float, step: Optional[int], wall: float) -> None:
+        """A host float with a host step (or a ``DeviceStep``): the compact scalar item."""
         sink = self._sink
         if sink is None:
             sink = self._live_sink()
-        self._handoff.put((_worker.OP_SCALAR, sink, tag, value, step, wall))
+        self._handoff.put((sink, tag, value, step, wall))
         if sink.error is not None:
             self._report(sink)
 
     def submit(self, encode: Callable[..., List[bytes]], args: Sequence[Any], step: Optional[int],
-               wall: float, nbytes: int = 0, staged: Any = None) -> None:
-        """Queue ``encode(*args, *staged.result())`` → list of Summary.Value bytes."""
-        sink = self._live_sink()
-        item = (_worker.OP_SUMMARY, sink, encode, tuple(args), step, wall, nbytes, staged)
+               wall: float, nbytes: int = 0, staged: Any = None, *, method: Optional[str] = None,
+               sink: Optional[_worker.Sink] = None) -> None:
+        """Queue one summary: ``encode(*args, *staged.result())`` → list of Summary.Value bytes,
+        written as one event.  ``encode`` lives in ``_encode/<kind>.py``, which names the kind;
+        ``method`` defaults to the ``add_*`` that encoder serves (for warnings).  ``sink``: an
+        event file resolved earlier (rank 0's aggregated items), else this writer's."""
+        if sink is None:
+            sink = self._live_sink()
+        kind = encode.__module__.rpartition(".")[2]
+        tag = next((a for a in args if isinstance(a, str)), None)
+        item = Item(kind, method or _METHODS.get(encode.__name__, "add_" + kind), tag, step, wall,
+                    sink, encode, args, staged, nbytes)
         if nbytes:
             self._handoff.put_payload(item, nbytes)
         else:
             self._handoff.put(item)
         self._report(sink)
 
-    def submit_multi(self, fn: Callable[..., Any], args: Sequence[Any], staged: Any) -> None:
-        """Queue ``fn(*args, *staged.result())`` → ``[(sink, event bytes), ...]`` (rank-0 aggregation)."""
-        sink = self._live_sink()
-        self._handoff.put_urgent((_worker.OP_MULTI, sink, fn, tuple(args), staged))
+    def submit_urgent(self, items: Sequence[Item]) -> None:
+        """Queue items built elsewhere (rank 0's merged summaries, each with its sink) past the
+        hand-off's limit: they are produced at sync points, which the exit drain also reaches."""
+        for item in items:
+            self._handoff.put_urgent(item)
+        if items:
+            self._report(items[0].sink)
 
-    def submit_call(self, fn: Callable[..., Any], args: Sequence[Any], nbytes: int = 0) -> None:
-        """Run ``fn(*args)`` on the writer thread, in order with the events (embedding files)."""
+    def submit_events(self, method: str, encode: Callable[..., Any], args: Sequence[Any],
+                      wall: float) -> None:
+        """Queue ``encode(*args)`` → list of serialized Events, written as they are (graphs)."""
         sink = self._live_sink()
-        self._handoff.put_payload((_worker.OP_CALL, sink, fn, tuple(args), nbytes), nbytes)
+        self._handoff.put(Item("events", method, None, None, wall, sink, encode, args, out=EVENTS))
+        self._report(sink)
+
+    def submit_files(self, method: str, fn: Callable[..., Any], args: Sequence[Any],
+                     nbytes: int = 0) -> None:
+        """Run ``fn(*args)`` on the writer thread, in order with the events (embedding files);
+        an ``OSError`` it raises is reported on the caller's next call."""
+        sink = self._live_sink()
+        self._handoff.put_payload(Item("files", method, None, None, time.time(), sink, fn, args,
+                                       nbytes=nbytes, out=FILES), nbytes)
         self._report(sink)
 
     # -- torch FileWriter API --------------------------------------------------------------
@@ -179,7 +202,8 @@ class FileWriter:
         if step is not None:
             event.step = step
         sink = self._live_sink()
-        self._handoff.put((_worker.OP_EVENT, sink, event.SerializeToString()))
+        self._handoff.put(Item("event", "add_event", None, step, event.wall_time, sink, _as_events,
+                               ([event.SerializeToString()],), out=EVENTS))
         self._report(sink)
 
     def add_summary(self, summary: Any, global_step: Optional[int] = None,
@@ -190,7 +214,8 @@ class FileWriter:
         wall, step = to_walltime(walltime), to_step(global_step, device_ok=False)
         data = m.event(wall, step, summary=summary.SerializeToString())
         sink = self._live_sink()
-        self._handoff.put((_worker.OP_EVENT, sink, data))
+        self._handoff.put(Item("event", "add_summary", None, step, wall, sink, _as_events, ([data],),
+                               out=EVENTS))
         self._report(sink)
 
     def flush(self) -> None:
@@ -198,7 +223,7 @@ class FileWriter:
         sink = self._sink
         if sink is None:
             return
-        self._engine.barrier(_worker.OP_FLUSH, sink)
+        self._engine.barrier(sink)
         self._report(sink)  # surface a write error now
         self._wait_uploaded(sink)
 
@@ -211,7 +236,7 @@ class FileWriter:
         # that accepts calls for a file the writer thread is closing.
         self._sink = None
         self._finalizer.detach()
-        self._engine.barrier(_worker.OP_CLOSE, sink)
+        self._engine.barrier(sink, close=True)
         self._report(sink)
         self._wait_uploaded(sink)
 
@@ -221,7 +246,7 @@ class FileWriter:
         if sink is not None:
             self._sink = None
             self._finalizer.detach()
-            self._handoff.put_urgent((_worker.OP_CLOSE, sink, _NullEvent()))
+            self._handoff.put_urgent(Barrier(sink, True, _NullEvent()))
 
     def reopen(self) -> None:
         """Open a new event file in the same directory after ``close()``."""
@@ -230,7 +255,18 @@ class FileWriter:
 
 
 def _close_dropped(handoff: Any, sink: _worker.Sink) -> None:
-    handoff.put_urgent((_worker.OP_CLOSE, sink, _NullEvent()))
+    handoff.put_urgent(Barrier(sink, True, _NullEvent()))
+
+
+def _as_events(events: List[bytes]) -> List[bytes]:
+    """Events serialized at the call (headers, ``add_event``/``add_summary``): written as they are."""
+    return events
+
+
+# encoder name -> the method users called, where it is not add_<kind> (for warnings)
+_METHODS = {"histogram_raw": "add_histogram_raw", "pr_curve_raw": "add_pr_curve_raw",
+            "histogram_raw_arrays": "add_histogram_raw", "pr_curve_raw_arrays": "add_pr_curve_raw",
+            "from_array": "add_scalar", "new_style": "add_scalar", "images": "add_images"}
 
 
 class _NullEvent:

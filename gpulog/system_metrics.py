@@ -234,7 +234,7 @@ class Sampler:
 def start_sampler(writer: Any, interval: float,
                   sources: Optional[List[Callable[[], Sample]]] = None) -> Sampler:
     """Start sampling for ``writer``; logs ``system/...`` scalars (rank 0 under distributed)."""
-    dist = writer._dist
+    dist = None if writer._stage.local else writer._stage
     if sources is None:
         sources = default_sources()
     step = lambda: writer._latest_step  # noqa: E731 - tracked by the writer (see track_steps)

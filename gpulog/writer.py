@@ -25,6 +25,7 @@ from ._encode import scalar as enc_scalar
 from ._encode import tensor as enc_tensor
 from ._encode import text as enc_text
 from ._inputs import INT64_MAX, INT64_MIN, to_step, to_walltime
+from ._stage import LocalStage
 from .file_writer import FileWriter
 
 Number = Union[int, float]
@@ -66,13 +67,14 @@ class SummaryWriter:
         self.file_writer: Optional[FileWriter] = None
         self.all_writers: Optional[Dict[str, FileWriter]] = None
         self._fw_lock = threading.Lock()
-        self._dist: Any = None
         self._exit_hook: Any = None
         # A constant that graphs compiled around add_* carry to find this writer at run time.
         self._writer_id = _registry.register(self)
+        # Where data is reduced and who writes it: this process, or rank 0 of a merge (_stage).
+        self._stage: Any = LocalStage()
         if distributed:
             from .distributed import RankContext
-            self._dist = RankContext(distributed_sync_secs, distributed_timeout, self._submit_reduced)
+            self._stage = RankContext(distributed_sync_secs, distributed_timeout, self._submit_reduced)
         self._get_file_writer()
         self._sampler = None
         if system_metrics:
@@ -94,30 +96,26 @@ class SummaryWriter:
     def _open_file_writer(self) -> FileWriter:
         fw = self.file_writer
         if fw is None:
-            if self._dist is not None and not self._dist.is_writer:
-                # Non-zero ranks: a stand-in with FileWriter's methods that creates nothing.
-                from .distributed.lifecycle import NullFileWriter
-                fw = cast(FileWriter, NullFileWriter(self.log_dir))
-            else:
-                fw = FileWriter(self.log_dir, self.max_queue, self.flush_secs, self.filename_suffix,
-                                flush_timeout=self.flush_timeout, _purge_step=self.purge_step)
+            fw = self._new_file_writer(self.log_dir, self.purge_step)
             self.purge_step = None
             self.file_writer = fw
             self.all_writers = {fw.get_logdir(): fw}
-            if self._dist is not None and self._exit_hook is None:
-                from .distributed.lifecycle import settle_at_exit
-                self._exit_hook = settle_at_exit(self._dist.dist, self._dist.has_pending, self.flush)
+            if self._exit_hook is None:
+                self._exit_hook = self._stage.exit_hook(self.flush)
         return fw
 
-    def _dist_target(self, fw: Optional[FileWriter] = None) -> Any:
-        """Rank 0: the sink an aggregated event goes to, resolved at the call (the file open now)."""
-        if not self._dist.is_writer:
-            return None
-        return (fw or self._get_file_writer())._live_sink()
+    def _new_file_writer(self, path: Any, purge_step: Optional[int] = None) -> FileWriter:
+        if not self._stage.writes:
+            # Processes that do not write (ranks > 0): a stand-in with FileWriter's methods
+            # that creates nothing.
+            from .distributed.lifecycle import NullFileWriter
+            return cast(FileWriter, NullFileWriter(path))
+        return FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix,
+                          flush_timeout=self.flush_timeout, _purge_step=purge_step)
 
-    def _submit_reduced(self, fn: Any, args: Any, staged: Any) -> None:
-        """Rank 0: queue one sync point's reduced results (events for several files)."""
-        self._get_file_writer().submit_multi(fn, args, staged)
+    def _submit_reduced(self, items: List[Any]) -> None:
+        """Rank 0: queue one sync point's reduced items (for this run's files and sub-runs)."""
+        self._get_file_writer().submit_urgent(items)
 
     def get_logdir(self) -> str:
         """The directory event files are written to, as given."""
@@ -151,27 +149,13 @@ class SummaryWriter:
                                         or not INT64_MIN <= global_step <= INT64_MAX):
             global_step = to_step(global_step)
         wall = time.time() if walltime is None else to_walltime(walltime)
-        if self._dist is not None:
-            return self._dist.add_scalar(tag, scalar_value, global_step, wall, reduce,
-                                         new_style, double_precision, self._dist_target())
         fw = self.file_writer or self._get_file_writer()
-        if t is int and not -_FLOAT_MAX <= scalar_value <= _FLOAT_MAX:
-            scalar_value = _inputs.scalar(scalar_value)  # raises: beyond float64
-        if t is not float and t is not int:
-            if _inputs.is_cuda_tensor(scalar_value):
-                return self._add_device_scalar(fw, tag, scalar_value, global_step, wall,
-                                               new_style, double_precision)
-            scalar_value = _inputs.scalar(scalar_value)
-        if new_style:
-            fw.submit(enc_scalar.new_style, (tag, scalar_value, double_precision), global_step, wall)
-        else:
+        stage = self._stage
+        if t is float and not new_style and stage.local:
+            # The hot path, inline: a host float written by this process (~70 ns saved a call).
             fw.submit_scalar(tag, scalar_value, global_step, wall)
-
-    def _add_device_scalar(self, fw: FileWriter, tag: str, value: Any, step: Optional[int],
-                           wall: float, new_style: bool, double_precision: bool) -> None:
-        from ._reduce import scalar as red_scalar
-        staged = red_scalar.stage(value)
-        fw.submit(enc_scalar.from_array, (tag, new_style, double_precision), step, wall, 0, staged)
+        else:
+            stage.scalar(fw, tag, scalar_value, global_step, wall, reduce, new_style, double_precision)
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: Dict[str, Any],
                     global_step: Optional[int] = None, walltime: Optional[float] = None,
@@ -187,20 +171,11 @@ class SummaryWriter:
         values = {}
         for key, v in tag_scalar_dict.items():
             key = _check_sub_run(_inputs.check_tag(key, "tag_scalar_dict key"), "tag_scalar_dict key")
-            values[key] = v if _inputs.is_cuda_tensor(v) or self._dist is not None \
-                else _inputs.scalar(v, f"tag_scalar_dict[{key!r}]")
+            values[key] = v if _inputs.is_tensor(v) else _inputs.scalar(v, f"tag_scalar_dict[{key!r}]")
         fw_logdir = self._get_file_writer().get_logdir()
         for key, v in values.items():
             path = os.path.join(fw_logdir, main_tag.replace("/", "_") + "_" + key)
-            if self._dist is not None:
-                target = self._dist_target(self._sub_writer(path)) if self._dist.is_writer else None
-                self._dist.add_scalar(main_tag, v, step, wall, reduce, False, False, target)
-                continue
-            fw = self._sub_writer(path)
-            if _inputs.is_cuda_tensor(v):
-                self._add_device_scalar(fw, main_tag, v, step, wall, False, False)
-            else:
-                fw.submit_scalar(main_tag, v, step, wall)
+            self._stage.scalar(self._sub_writer(path), main_tag, v, step, wall, reduce, False, False)
 
     def _sub_writer(self, path: str) -> FileWriter:
         self._get_file_writer()
@@ -210,8 +185,7 @@ class SummaryWriter:
             with self._fw_lock:  # one file per sub-run, whichever threads log to it first
                 fw = self.all_writers.get(path)
                 if fw is None:
-                    fw = FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix,
-                                    flush_timeout=self.flush_timeout)
+                    fw = self._new_file_writer(path)
                     self.all_writers[path] = fw
         return fw
 
@@ -223,7 +197,7 @@ class SummaryWriter:
         if not isinstance(text_string, str):
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
         _inputs.check_text(text_string, "text_string")
-        if self._skip_non_writer():
+        if not self._stage.writes:  # checked on every process; written by the one that writes
             return
         self._get_file_writer().submit(enc_text.text, (tag, text_string), to_step(global_step),
                                        to_walltime(walltime))
@@ -244,7 +218,7 @@ class SummaryWriter:
             if t.numel() * t.element_size() >= 2**31:
                 raise ValueError(f"add_tensor: tensor of {t.numel() * t.element_size()} bytes exceeds the "
                                  "2 GiB protobuf limit; log a slice or a summary of it")
-            if self._skip_non_writer():
+            if not self._stage.writes:
                 return
             from ._transfer import DeviceStaged
             from ._transfer import widen_bf16_for_numpy
@@ -258,7 +232,7 @@ class SummaryWriter:
         if arr.nbytes >= 2**31:
             raise ValueError(f"add_tensor: tensor of {arr.nbytes} bytes exceeds the 2 GiB protobuf "
                              "limit; log a slice or a summary of it")
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
         arr = np.array(arr, copy=True)  # the value at call time, whatever the caller does next
         self._get_file_writer().submit(enc_tensor.tensor, (tag, arr), step, wall, arr.nbytes)
@@ -266,7 +240,7 @@ class SummaryWriter:
     def add_custom_scalars(self, layout: Dict[str, Dict[str, List[Any]]]) -> None:
         """Custom-scalars dashboard layout: ``{category: {title: ['Multiline'|'Margin', tags]}}``."""
         _check_layout(layout)
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
         self._get_file_writer().submit(enc_custom_scalars.custom_scalars, (layout,), None, time.time())
 
@@ -290,7 +264,7 @@ class SummaryWriter:
                    _device_number(v, f"metric_dict[{k!r}]") if _inputs.is_cuda_tensor(v)
                    else _inputs.scalar(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
         step = to_step(global_step)
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
         if not run_name:
             run_name = str(time.time())
@@ -303,8 +277,8 @@ class SummaryWriter:
         # writer thread (no wait here); everything else is encoded now.
         from_device = [(d, k) for d in (hparams, metrics) for k, v in d.items() if _inputs.is_tensor(v)]
         if from_device:
-            from ._transfer import Mixed
-            staged = Mixed([d[k] for d, k in from_device])
+            from ._transfer import DeviceStaged
+            staged = DeviceStaged([d[k] for d, k in from_device])
             for part in range(3):
                 fw.submit(_hparams_part, (part, hparams, metrics, hparam_domain_discrete, from_device),
                           step, now, 0, staged)
@@ -338,7 +312,7 @@ class SummaryWriter:
         if len(limits) != len(counts):
             raise ValueError(f"len(bucket_limits) ({len(limits)}) != len(bucket_counts) "
                              f"({len(counts)}); pass one limit per bucket")
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
         self._get_file_writer().submit(enc_histogram.histogram_raw, (tag, host_stats, limits, counts),
                                        to_step(global_step), to_walltime(walltime))
@@ -347,7 +321,7 @@ class SummaryWriter:
                              extra: tuple, global_step: Any, walltime: Any) -> None:
         """Raw summaries with CUDA arguments: checked by shape at the call, staged to the host
         in one asynchronous copy (no wait), encoded on the writer thread."""
-        from ._transfer import Mixed
+        from ._transfer import DeviceStaged
         step, wall = to_step(global_step), to_walltime(walltime)
         values = []
         for v, name in scalars:
@@ -366,9 +340,9 @@ class SummaryWriter:
         if len(set(lengths.values())) != 1:
             raise ValueError(f"{tag}: every row must have the same length, got {lengths}; pass one "
                              "value per bucket")
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
-        staged = Mixed(values)
+        staged = DeviceStaged(values)
         self._get_file_writer().submit(encode, (tag, *extra), step, wall, staged.nbytes, staged)
 
     def add_pr_curve_raw(self, tag: str, true_positive_counts: Any, false_positive_counts: Any,
@@ -390,7 +364,7 @@ class SummaryWriter:
         lengths = {n: len(r) for n, r in zip(names, rows)}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"add_pr_curve_raw: all six rows must have the same length, got {lengths}")
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
         self._get_file_writer().submit(enc_pr_curve.pr_curve_raw, (tag, np.stack(rows), num_thresholds),
                                        to_step(global_step), to_walltime(walltime))
@@ -410,10 +384,7 @@ class SummaryWriter:
         from ._reduce import histogram as red
         tag = _inputs.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
-        if self._dist is not None:
-            return self._dist.add_histogram(tag, values, step, wall, bins, max_bins, self._dist_target())
-        prep = red.prepare(tag, values, bins, max_bins)
-        self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
+        self._stage.histogram(self._get_file_writer(), tag, values, step, wall, bins, max_bins)
 
     def add_pr_curve(self, tag: str, labels: Any, predictions: Any, global_step: Optional[int] = None,
                      num_thresholds: int = 127, weights: Any = None,
@@ -423,11 +394,8 @@ class SummaryWriter:
         tag = _inputs.check_tag(tag)
         _check_thresholds(num_thresholds)
         step, wall = to_step(global_step), to_walltime(walltime)
-        if self._dist is not None:
-            return self._dist.add_pr_curve(tag, labels, predictions, step, wall, num_thresholds,
-                                           weights, self._dist_target())
-        prep = red.prepare(tag, labels, predictions, num_thresholds, weights)
-        self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
+        self._stage.pr_curve(self._get_file_writer(), tag, labels, predictions, step, wall,
+                             num_thresholds, weights)
 
     def add_image(self, tag: str, img_tensor: Any, global_step: Optional[int] = None,
                   walltime: Optional[float] = None, dataformats: str = "CHW") -> None:
@@ -491,12 +459,13 @@ class SummaryWriter:
                              "directory and copy it")
         step = to_step(global_step, device_ok=False)  # it names the embedding's folder
         job = embedding.prepare(mat, metadata, label_img, step, tag, metadata_header)
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
         fw = self._get_file_writer()
         if not hasattr(self, "_projector"):
             self._projector = embedding.ProjectorConfig()
-        fw.submit_call(embedding.write, (fw.get_logdir(), job, self._projector), job.nbytes)
+        fw.submit_files("add_embedding", embedding.write, (fw.get_logdir(), job, self._projector),
+                        job.nbytes)
 
     # -- graphs --------------------------------------------------------------------------------
     def add_graph(self, model: Any, input_to_model: Any = None, verbose: bool = False,
@@ -512,13 +481,11 @@ class SummaryWriter:
         """
         from ._encode import graph as enc_graph
         from ._reduce import graph as red_graph
-        from ._transfer import Ready
         wall = time.time()
         graph = red_graph.build(model, input_to_model, verbose, use_strict_trace, method)
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
-        fw = self._get_file_writer()
-        fw.submit_multi(enc_graph.graph_events, (fw._live_sink(), wall, graph.nodes), Ready(()))
+        self._get_file_writer().submit_events("add_graph", enc_graph.graph_events, (wall, graph.nodes), wall)
 
     def add_onnx_graph(self, prototxt: Any) -> None:
         """An ONNX model file's graph (needs the ``onnx`` package), as torch writes it."""
@@ -527,34 +494,22 @@ class SummaryWriter:
         except ImportError as err:
             raise ImportError("add_onnx_graph needs the onnx package: pip install onnx") from err
         from ._encode import graph as enc_graph
-        from ._transfer import Ready
         wall = time.time()
         graph = enc_graph.onnx_graph_def(_load_onnx(onnx, prototxt))  # read at the call: it may change
-        if self._skip_non_writer():
+        if not self._stage.writes:
             return
-        fw = self._get_file_writer()
-        fw.submit_multi(enc_graph.onnx_graph_events, (fw._live_sink(), wall, graph), Ready(()))
+        self._get_file_writer().submit_events("add_onnx_graph", enc_graph.onnx_graph_events, (wall, graph), wall)
 
     def _submit_prepared(self, tag: str, global_step: Any, walltime: Any, prepare: Any) -> None:
         tag = _inputs.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
-        if self._skip_non_writer():  # the same checks on every rank, without the work
-            from ._reduce._backend import validation_only
-            with validation_only():
-                prepare(tag)
-            return
-        prep = prepare(tag)
-        self._get_file_writer().submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
-
-    def _skip_non_writer(self) -> bool:
-        return self._dist is not None and not self._dist.is_writer
+        self._stage.prepared(self._get_file_writer(), tag, step, wall, prepare)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def flush(self) -> None:
         """Barrier: when it returns, everything logged before is in the event files."""
         self._drain_compiled()
-        if self._dist is not None:
-            self._dist.sync(final=True)
+        self._stage.sync(final=True)
         for fw in list((self.all_writers or {}).values()):
             fw.flush()
 
@@ -567,9 +522,9 @@ class SummaryWriter:
         if self._sampler is not None:
             self._sampler.stop()
             self._sampler = None
-        if self._dist is not None and self.all_writers is not None:
+        if self.all_writers is not None:
             try:
-                self._dist.sync(final=True)
+                self._stage.sync(final=True)
             finally:  # settled, or failed and reported here: nothing for the exit hook to do
                 if self._exit_hook is not None:
                     self._exit_hook()

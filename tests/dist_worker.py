@@ -186,8 +186,8 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
             w.add_scalar("acc" if rank == world - 1 else "loss2", 1.0, 0)
             w.add_scalar("loss", 1.0, 1)  # the step change is a sync point
         w.close()
-        result["collectives"] = w._dist.collectives
-        result["sync_points"] = getattr(w._dist, "sync_points", 0)
+        result["collectives"] = w._stage.collectives
+        result["sync_points"] = getattr(w._stage, "sync_points", 0)
     except Exception as err:  # reported to the test through the result file
         result["error"] = f"{type(err).__name__}: {err}"
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:

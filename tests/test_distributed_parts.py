@@ -89,6 +89,9 @@ def test_mismatch_is_described_from_the_store():
 
 
 def test_packing_round_trip_for_every_reduce_op():
+    """Any kind packs by its MERGE declaration: scalars under each reduce= (tensors and floats
+    mixed), reduced here by adding / taking the max of two ranks' buffers as gloo would."""
+    from gpulog._encode import scalar as enc_scalar
     world = 2
     values = {0: [1.5, -2.0, 3.0, 0.25, 9.0], 1: [2.5, 4.0, -1.0, 0.75, 7.0]}
     ops = ["mean", "sum", "max", "min", None]
@@ -96,36 +99,46 @@ def test_packing_round_trip_for_every_reduce_op():
     for rank in range(world):
         entries = []
         for op, v in zip(ops, values[rank]):
-            value = torch.tensor([v], dtype=torch.float64) if op == "max" else v  # tensors and floats mix
-            s, m = packing.scalar_parts(value, op, rank == 0)
-            entries.append(packing.Entry("scalar", op or "rank0", 0, 1.0, op, s, m, (False, False)))
-        sums.append(packing.pack([e.sum_part for e in entries], torch.device("cpu")))
-        maxes.append(packing.pack([e.max_part for e in entries], torch.device("cpu")))
+            value = torch.tensor([v], dtype=torch.float64) if op == "max" else v
+            entries.append(packing.entry("scalar", "add_scalar", str(op), 0, 1.0, enc_scalar.merge(op),
+                                         [value], enc_scalar.from_array, (str(op), False, False), None,
+                                         rank == 0))
+        s, m = packing.pack(entries, torch.device("cpu"))
+        sums.append(s)
+        maxes.append(m)
     total, top = (sums[0] + sums[1]).numpy(), torch.maximum(maxes[0], maxes[1]).numpy()
-    events = packing.deliver(entries, world, total, top)
-    got = [_scalar_of(data) for _, data in events]
+    got = [float(packing.unpack(e, world, total, s_at, top, m_at)[0][0][0])
+           for e, (s_at, m_at) in zip(entries, packing.offsets(entries))]
     v0, v1 = values[0], values[1]
     assert got == pytest.approx([(v0[0] + v1[0]) / 2, v0[1] + v1[1], max(v0[2], v1[2]),
                                  min(v0[3], v1[3]), v0[4]])
 
 
-def _scalar_of(event: bytes) -> float:
-    from gpulog._proto.decode import parse_event
-    return parse_event(event).values[0].scalar
-
-
 def test_histogram_parts_keep_nan_out_of_the_extremes():
+    from gpulog._encode import histogram as enc_histogram
+    from gpulog._reduce.histogram import merge_parts
     counts = torch.tensor([1, 2, 3])
     finite = torch.tensor([-1.0, 4.0, 6.0, 10.0, 30.0], dtype=torch.float64)
     with_nan = torch.tensor([math.nan, math.nan, 2.0, math.nan, math.nan], dtype=torch.float64)
-    s0, m0 = packing.histogram_parts(counts, finite)
-    s1, m1 = packing.histogram_parts(counts, with_nan)
+    ranks = []
+    for stats in (finite, with_nan):
+        ranks.append(packing.entry("histogram", "add_histogram", "h", 0, 1.0, enc_histogram.MERGE,
+                                   merge_parts(counts, stats), enc_histogram.from_merged, (), None, True))
+    (s0, m0), (s1, m1) = packing.pack([ranks[0]], torch.device("cpu")), packing.pack([ranks[1]], torch.device("cpu"))
     assert m1.tolist() == [-math.inf, -math.inf] and s1[-1] == 1 and s0[-1] == 0
     assert torch.maximum(m0, m1).tolist() == [4.0, 1.0]   # max, -min of the finite rank
-    edges = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
-    _, m = packing.histogram_parts(counts, finite, edges)
-    assert m.tolist()[2:] == edges.tolist()
     assert np.array_equal(s0[:3].numpy(), [1, 2, 3])
+    merged, _, _ = packing.unpack(ranks[0], 2, (s0 + s1).numpy(), 0, torch.maximum(m0, m1).numpy(), 0)
+    edges = np.array([0.0, 1.0, 2.0, 3.0])
+    # a NaN on any rank makes the merged min and max NaN, as numpy's are for the pooled values
+    from gpulog._proto.decode import parse_value
+    histo = parse_value(enc_histogram.from_merged("h", edges, None, *merged)[0]).histogram
+    assert math.isnan(histo.min) and math.isnan(histo.max) and histo.num == 6 + 2
+    edged = packing.entry("histogram", "add_histogram", "h", 0, 1.0, enc_histogram.MERGE_WITH_EDGES,
+                          merge_parts(counts, finite, torch.from_numpy(edges)), enc_histogram.from_merged,
+                          (), None, True)
+    _, m = packing.pack([edged], torch.device("cpu"))
+    assert m.tolist()[2:] == edges.tolist()
 
 
 def test_common_prefix_of_the_ranks_signature_lists():

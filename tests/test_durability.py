@@ -265,8 +265,8 @@ def test_keyboard_interrupt_in_close_loses_nothing_later(tmp_path):
     engine = fw._engine
     real = engine.barrier
 
-    def interrupted(op, sink, timeout=None):
-        real(op, sink, 0.0)  # queued, not waited for: Ctrl-C arrives during the wait
+    def interrupted(sink, close=False, timeout=None):
+        real(sink, close, 0.0)  # queued, not waited for: Ctrl-C arrives during the wait
         raise KeyboardInterrupt
     engine.barrier = interrupted
     try:

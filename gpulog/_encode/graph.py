@@ -45,15 +45,15 @@ def run_metadata(device: str = "/device:CPU:0") -> bytes:
                        ).SerializeToString()
 
 
-def graph_events(sink: Any, wall: float, nodes: Sequence[Any]) -> List[Any]:
-    """``[(sink, graph event), (sink, run-metadata event)]`` for the writer's multi-event item."""
+def graph_events(wall: float, nodes: Sequence[Any]) -> List[bytes]:
+    """``[graph event, run-metadata event]``, serialized (an ``out=EVENTS`` item)."""
     graph = f_double(1, wall) + f_bytes(4, graph_def(nodes))
     tagged = f_str(1, "step1") + f_bytes(2, run_metadata())
-    return [(sink, graph), (sink, f_double(1, wall) + f_bytes(8, tagged))]
+    return [graph, f_double(1, wall) + f_bytes(8, tagged)]
 
 
-def onnx_graph_events(sink: Any, wall: float, graph: bytes) -> List[Any]:
-    return [(sink, f_double(1, wall) + f_bytes(4, graph))]
+def onnx_graph_events(wall: float, graph: bytes) -> List[bytes]:
+    return [f_double(1, wall) + f_bytes(4, graph)]
 
 
 def onnx_graph_def(model: Any) -> bytes:

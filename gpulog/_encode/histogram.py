@@ -7,6 +7,7 @@ non-empty one, each labelled by its right edge.  ``regroup`` is torch's ``max_bi
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -14,6 +15,26 @@ import numpy as np
 from .._proto import messages as m
 
 PLUGIN_NAME = "histograms"  # TensorBoard's plugin for HistogramProto values (written without metadata)
+
+# How the reduced parts of one histogram merge across ranks (``distributed.packing``): the parts
+# ``_reduce.histogram.merge_parts`` produces, in this order, and the reduction of each.  NaN
+# values make min and max NaN, which no MAX collective carries: a count of ranks that saw one
+# travels instead (``nan``) and the extremes come as -inf/+inf from those ranks.
+MERGE = (("counts", "sum"), ("num", "sum"), ("sum", "sum"), ("sum_squares", "sum"),
+         ("nan", "sum"), ("max", "max"), ("min", "min"))
+MERGE_WITH_EDGES = MERGE + (("edges", "max"),)  # bins=<int>: the (identical) global edges
+
+
+def from_merged(tag: str, edges: Optional[np.ndarray], max_bins: Optional[int], counts: np.ndarray,
+                num: np.ndarray, total: np.ndarray, squares: np.ndarray, nans: np.ndarray,
+                mx: np.ndarray, mn: np.ndarray, merged_edges: Optional[np.ndarray] = None) -> List[bytes]:
+    """The histogram of every rank's values, from the parts merged by :data:`MERGE`."""
+    if edges is None:
+        edges = merged_edges
+    nan = float(nans[0]) > 0
+    stats = np.array([math.nan if nan else float(mn[0]), math.nan if nan else float(mx[0]),
+                      float(num[0]), float(total[0]), float(squares[0])])
+    return histogram(tag, np.asarray(edges), max_bins, np.rint(counts).astype(np.int64), stats)
 
 
 def regroup(counts: np.ndarray, edges: np.ndarray, max_bins: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,9 @@ PLUGIN_NAME = "pr_curves"
 MAX_THRESHOLDS = 127  # torch clamps silently; PrCurvePluginData stores the clamped value
 _MINIMUM_COUNT = 1e-7
 
+# Across ranks (``distributed.packing``): the weighted per-bucket counts add up.
+MERGE = (("tp_buckets", "sum"), ("fp_buckets", "sum"))
+
 
 def pr_curve_raw(tag: str, data: np.ndarray, num_thresholds: int) -> List[bytes]:
     """``data`` is the [6, k] stack of the six rows (any float dtype)."""

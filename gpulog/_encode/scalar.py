@@ -16,6 +16,13 @@ from .._proto import messages as m
 from .._proto.wire import f_str, varint
 
 PLUGIN_NAME = "scalars"
+
+
+def merge(reduce: Optional[str]) -> tuple:
+    """How one scalar merges across ranks (``distributed.packing``): the ``reduce=`` the caller
+    chose — ``"mean"``, ``"sum"``, ``"max"``, ``"min"``, or None: rank 0's own value."""
+    return (("value", reduce or "rank0"),)
+
 _pack_d = struct.Struct("<d").pack
 _pack_f = struct.Struct("<f").pack
 _prefix: Dict[str, bytes] = {}

@@ -253,7 +253,7 @@ def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
         x = _snapshot(x)
         pooled = tuple(t for t in (x if isinstance(x, tuple) else (x,)) if isinstance(t, torch.Tensor))
     size = nbytes if nbytes is not None else _nbytes(x)
-    return Prepared(encode, tuple(args), size, _transfer.Deferred(reduce, x, pooled))
+    return Prepared(encode, tuple(args), size, _transfer.Deferred(reduce, (x,), pooled=pooled))
 
 
 def _snapshot(x: Any) -> Any:

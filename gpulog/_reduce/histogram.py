@@ -16,14 +16,15 @@ and the CUDA fallback; ``gpulog.kernels.histogram`` mirrors it.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+import math
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .. import _inputs
 from .._encode import histogram as enc
-from .._transfer import DeviceStaged, Ready, Then, to_device
+from .._transfer import Deferred, DeviceStaged, Ready, to_device
 from ._backend import Prepared, finish, kernel_or, native, threads
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
@@ -166,13 +167,26 @@ def _count_into(counts: torch.Tensor, idx: torch.Tensor) -> None:
         counts += torch.bincount(idx, minlength=counts.numel())
 
 
-def _minmax(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def minmax(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """float64 min and max; both NaN when any value is NaN, as numpy's are."""
     mn, mx = torch.aminmax(x)
     mn, mx = mn.double(), mx.double()
     nan = torch.isnan(mn) | torch.isnan(mx)
     nan_value = torch.full_like(mn, float("nan"))
     return torch.where(nan, nan_value, mn), torch.where(nan, nan_value, mx)
+
+
+def merge_parts(counts: torch.Tensor, stats: torch.Tensor, edges: Optional[torch.Tensor] = None
+                ) -> List[torch.Tensor]:
+    """One rank's parts in the order of ``_encode.histogram.MERGE`` (``MERGE_WITH_EDGES`` when
+    ``edges`` is given): counts, num, sum, sum of squares, a NaN flag, max and min — the
+    extremes -inf/+inf where a value was NaN, so a MAX collective ignores this rank's.  ``stats``
+    = [min, max, num, sum, sum_squares] as :func:`reduce` returns them; all on the data's device."""
+    nan = torch.isnan(stats[0:2]).any().reshape(1)
+    mx = torch.where(nan, torch.full_like(stats[1:2], -math.inf), stats[1:2])
+    mn = torch.where(nan, torch.full_like(stats[0:1], math.inf), stats[0:1])
+    parts = [counts.to(torch.float64), stats[2:3], stats[3:4], stats[4:5], nan.to(torch.float64), mx, mn]
+    return parts if edges is None else parts + [edges.to(torch.float64)]
 
 
 def reduce_native(x: torch.Tensor, n_edges: int, nthreads: Optional[int] = None
@@ -199,7 +213,7 @@ def reduce_torch(x: torch.Tensor, edges: Any, tensorflow: bool, table: Any = Non
     tf_float = tensorflow and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
     if tf_float and not x.is_cuda and native() is not None:
         return reduce_native(x, n_edges)  # one fused pass, min/max included
-    mn, mx = _minmax(x)
+    mn, mx = minmax(x)
     num = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)  # no host copy
     if tf_float:
         counts, s, ss = _tf_reduce_chunked(x, n_edges)
@@ -246,7 +260,7 @@ def int_edges(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
 ESTIMATORS = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
 
 
-def _check_bins(bins: Any) -> str:
+def bins_kind(bins: Any) -> str:
     """The kind of ``bins``: 'tensorflow', 'int', 'estimator' or 'edges' (checked at the call)."""
     if isinstance(bins, str):
         if bins == "tensorflow":
@@ -274,7 +288,7 @@ def _check_edges(edges: np.ndarray) -> None:
                          f"2 values, got {edges.size} values")
 
 
-def _estimated_edges(data: np.ndarray, bins: Any) -> np.ndarray:
+def estimated_edges(data: np.ndarray, bins: Any) -> np.ndarray:
     try:
         return np.histogram_bin_edges(np.asarray(data, dtype=np.float64), bins=bins)
     except ValueError as err:
@@ -282,17 +296,17 @@ def _estimated_edges(data: np.ndarray, bins: Any) -> np.ndarray:
                          f"(NaN or infinite values need explicit edges): {err}") from err
 
 
-def _edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
+def host_edges_for(x: torch.Tensor, bins: Any) -> Tuple[np.ndarray, bool]:
     """Host edges for host data (numpy's estimators and int bins read the data)."""
-    kind = _check_bins(bins)
+    kind = bins_kind(bins)
     if kind == "tensorflow":
         return tensorflow_edges(), True
     if kind in ("int", "estimator"):
-        return _estimated_edges(x.detach().double().numpy(), bins), False
+        return estimated_edges(x.detach().double().numpy(), bins), False
     return _host_edges(bins), False
 
 
-def _as_tensor(values: Any) -> torch.Tensor:
+def as_tensor(values: Any) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         t = _inputs.local(values.detach(), "values")
     else:
@@ -328,12 +342,12 @@ def prepare(tag: str, values: Any, bins: Any, max_bins: Optional[int]) -> Prepar
     """Validate and start the reduction; only the counts cross to the host, never the data
     (except for numpy's estimator strings on CUDA data, see :func:`_prepare_cuda`)."""
     check_max_bins(max_bins)
-    x = _as_tensor(values)
+    x = as_tensor(values)
     if x.dtype == torch.bool:
         x = x.to(torch.uint8)
     if x.is_cuda:
         return _prepare_cuda(tag, x, bins, max_bins)
-    edges, tensorflow = _edges_for(x, bins)
+    edges, tensorflow = host_edges_for(x, bins)
     args = (tag, edges, max_bins)
     if tensorflow and x.dtype == torch.float32 and native() is not None:
         # One fused read of the data (GIL released, all of torch's threads: the caller waits
@@ -364,16 +378,16 @@ def _prepare_cuda(tag: str, x: torch.Tensor, bins: Any, max_bins: Optional[int])
     Data whose values are all NaN/inf, which the host path rejects at the call, is reported by
     the writer (a warning naming the tag) and skipped: checking it here would read the device.
     """
-    kind = _check_bins(bins)
+    kind = bins_kind(bins)
     if kind == "tensorflow":
         edges = tensorflow_edges()
         return finish(enc.histogram, (tag, edges, max_bins), x,
                       functools.partial(reduce, edges=edges, tensorflow=True))
     if kind == "estimator":
-        staged = Then(DeviceStaged([x]), functools.partial(_estimate_and_count, bins=bins))
+        staged = Deferred(functools.partial(_estimate_and_count, bins=bins), after=DeviceStaged([x]))
         return Prepared(enc.histogram_with_edges, (tag, max_bins), staged.nbytes, staged)
     if kind == "int":
-        mn, mx = _minmax(x)
+        mn, mx = minmax(x)
         dev_edges = int_edges(mn, mx, int(bins))
     elif isinstance(bins, torch.Tensor) and bins.is_cuda:
         if bins.numel() < 2:
@@ -389,6 +403,6 @@ def _prepare_cuda(tag: str, x: torch.Tensor, bins: Any, max_bins: Optional[int])
 
 def _estimate_and_count(data: np.ndarray, bins: str) -> Tuple[Any, ...]:
     """Writer thread: numpy's estimator edges, then the counts and stats, as the host path."""
-    edges = _estimated_edges(data, bins)
+    edges = estimated_edges(data, bins)
     counts, stats = reduce_torch(torch.from_numpy(np.ascontiguousarray(data)), edges, False)
     return counts, stats, edges

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import _inputs
-from .._transfer import GATE, check_not_capturing, guard_inputs
+from .._transfer import GATE, Deferred, DeviceStaged, Ready, check_not_capturing, guard_inputs
 
 SLOTS = 256
 MAX_AGE_S = 0.05   # a batch older than this is sealed at the next call
@@ -31,43 +31,33 @@ IDLE_S = 0.2       # the writer seals a requested batch itself after the caller 
 
 
 class Batch:
-    __slots__ = ("device_buf", "used", "host", "event", "lock", "stream", "born", "wanted",
-                 "wanted_at", "sealed", "_values")
+    __slots__ = ("device_buf", "used", "staged", "lock", "stream", "born", "wanted",
+                 "wanted_at", "sealed")
 
     def __init__(self, device: torch.device, stream: Any) -> None:
         self.device_buf = torch.empty(SLOTS, dtype=torch.float64, device=device)
         self.used = 0
-        self.host: Optional[torch.Tensor] = None
-        self.event: Any = None
+        self.staged: Any = None  # once sealed: a DeviceStaged copy of the filled slots (CPU: Ready)
         self.lock = threading.Lock()
         self.stream = stream
         self.born = time.monotonic()
         self.wanted = False
         self.wanted_at = 0.0
         self.sealed = threading.Event()
-        self._values: Optional[np.ndarray] = None
 
     def seal_locked(self) -> None:
         """Queue the copy of the filled slots to the host (caller holds ``lock``)."""
         if self.sealed.is_set():
             return
         src = self.device_buf[: self.used]
-        if src.is_cuda:
-            self.host = torch.empty(self.used, dtype=torch.float64, pin_memory=True)
-            with torch.cuda.stream(self.stream):
-                self.host.copy_(src, non_blocking=True)
-                self.event = torch.cuda.Event()
-                self.event.record(self.stream)
-        else:
-            self.host = src.clone()
+        self.staged = DeviceStaged([src], self.stream) if src.is_cuda else Ready((src.clone(),))
+        self.device_buf = None  # type: ignore[assignment]  # the staging holds the slots now
         self.sealed.set()
 
     def ready(self) -> bool:
         """Writer thread, without waiting: are the values on the host?  The first ask marks the
         batch wanted (the caller seals it at its next call); a caller that stays away ``IDLE_S``
         gets it sealed here, under the capture gate."""
-        if self._values is not None:
-            return True
         if not self.sealed.is_set():
             if not self.wanted:
                 self.wanted_at = time.monotonic()
@@ -76,46 +66,24 @@ class Batch:
             if time.monotonic() - self.wanted_at < IDLE_S:
                 return False
             GATE.run(self._seal_from_writer)
-        return self.event is None or GATE.try_query(self.event)
+        return self.staged.ready()
 
     def values(self) -> np.ndarray:
         """Writer thread: the batch's values, once sealed and copied (idempotent)."""
-        if self._values is not None:
-            return self._values
         if not self.sealed.is_set():
             self.wanted = True  # the caller seals it at its next call
             if not self.sealed.wait(IDLE_S):
                 GATE.run(self._seal_from_writer)
-        if self.event is not None:
-            GATE.wait_event(self.event)
-        assert self.host is not None
-        self._values = GATE.run(self._release)
-        return self._values
+        return self.staged.result()[0]
 
     def _seal_from_writer(self) -> None:
         with self.lock:
             self.seal_locked()
 
-    def _release(self) -> np.ndarray:
-        assert self.host is not None
-        values = np.array(self.host.numpy())
-        self.host = self.device_buf = None  # type: ignore[assignment]
-        return values
 
-
-class SlotRef:
-    """``result()`` → the value of one slot, once its batch has reached the host."""
-
-    __slots__ = ("batch", "index")
-
-    def __init__(self, batch: Batch, index: int) -> None:
-        self.batch, self.index = batch, index
-
-    def ready(self) -> bool:
-        return self.batch.ready()
-
-    def result(self) -> Tuple[np.ndarray]:
-        return (self.batch.values()[self.index:self.index + 1],)
+def _slot(batch: Batch, index: int) -> Tuple[np.ndarray]:
+    """Writer thread: the value of one slot, once its batch has reached the host."""
+    return (batch.values()[index:index + 1],)
 
 
 class Coalescer:
@@ -125,7 +93,7 @@ class Coalescer:
         self._open: Dict[Tuple[Any, ...], Batch] = {}
         self._lock = threading.Lock()
 
-    def stage(self, value: torch.Tensor) -> SlotRef:
+    def stage(self, value: torch.Tensor) -> Deferred:
         _inputs.one_element(value, "scalar_value")
         if value.is_complex():
             raise TypeError(f"scalar_value must be real, got a {value.dtype} tensor")
@@ -148,7 +116,7 @@ class Coalescer:
                 batch.used += 1
                 if batch.used == SLOTS or batch.wanted or time.monotonic() - batch.born > MAX_AGE_S:
                     batch.seal_locked()
-        return SlotRef(batch, index)
+        return Deferred(_slot, (batch, index), ready=batch.ready)
 
     def seal_all(self) -> None:
         """Seal every open batch (the caller's thread, at flush/close)."""
@@ -176,7 +144,7 @@ _coalescer: Optional[Coalescer] = None
 _coalescer_lock = threading.Lock()
 
 
-def stage(value: torch.Tensor) -> SlotRef:
+def stage(value: torch.Tensor) -> Deferred:
     """Snapshot a one-element tensor into the process's coalescer (see module docstring)."""
     global _coalescer
     if _coalescer is None:

@@ -2,8 +2,9 @@
 
 The writer calls ``add_scalar``/``add_histogram``/``add_pr_curve`` (validated arguments and, on
 rank 0, the sink each event goes to), ``sync(final=True)`` at ``flush()``/``close()`` and
-``close()``; results reach rank 0's event files through the ``submit`` callback it was given
-(the writer thread's multi-event item).  The parts: :mod:`.schedule` (when), :mod:`.protocol`
+``close()``.  Each kind's parts merge as its ``_encode/<kind>.py`` declares (``MERGE``); after
+the collectives rank 0 hands the writer thread ordinary ``Item``s, one per summary, through the
+``submit`` callback it was given, each staged as a slice of the shared reduced buffers.  The parts: :mod:`.schedule` (when), :mod:`.protocol`
 (agreement), :mod:`.packing` (what travels), :mod:`.lifecycle` (start and end).
 """
 from __future__ import annotations
@@ -16,14 +17,18 @@ import numpy as np
 import torch
 
 from .. import _inputs
+from .._encode import histogram as enc_histogram
+from .._encode import pr_curve as enc_pr_curve
+from .._encode import scalar as enc_scalar
 from .._encode.pr_curve import MAX_THRESHOLDS
-from .._transfer import DeviceStaged, to_device
+from .._item import Item
+from .._transfer import Deferred, DeviceStaged, to_device
 from . import packing, protocol
 from .lifecycle import DistributedError, handshake
 from .packing import Entry
 from .schedule import SyncSchedule
 
-Submit = Callable[[Callable[..., Any], Tuple[Any, ...], Any], None]
+Submit = Callable[[List[Item]], None]
 
 
 class RankContext:
@@ -65,6 +70,50 @@ class RankContext:
         self.sync_points = 0
         self.bytes_synced = 0
 
+    # -- the stage interface (see gpulog._stage) ---------------------------------------------
+    local = False  # SummaryWriter's inline fast path does not apply
+
+    @property
+    def writes(self) -> bool:
+        """Only rank 0 writes event files."""
+        return self.is_writer
+
+    def _target(self, fw: Any) -> Any:
+        """Rank 0: the sink an aggregated event goes to, resolved at the call (the file open now)."""
+        return fw._live_sink() if self.is_writer else None
+
+    def scalar(self, fw: Any, tag: str, value: Any, step: Any, wall: float, reduce: Optional[str],
+               new_style: bool, double_precision: bool) -> None:
+        self.add_scalar(tag, value, step, wall, reduce, new_style, double_precision, self._target(fw))
+
+    def histogram(self, fw: Any, tag: str, values: Any, step: Any, wall: float, bins: Any,
+                  max_bins: Optional[int]) -> None:
+        self.add_histogram(tag, values, step, wall, bins, max_bins, self._target(fw))
+
+    def pr_curve(self, fw: Any, tag: str, labels: Any, predictions: Any, step: Any, wall: float,
+                 num_thresholds: int, weights: Any) -> None:
+        self.add_pr_curve(tag, labels, predictions, step, wall, num_thresholds, weights, self._target(fw))
+
+    def prepared(self, fw: Any, tag: str, step: Any, wall: float, prepare: Callable[[str], Any]) -> None:
+        """Kinds not merged across ranks: rank 0 writes its own; the other ranks run the same
+        checks without the work (``validation_only``), so a bad input raises on every rank."""
+        if not self.is_writer:
+            from .._reduce._backend import validation_only
+            with validation_only():
+                prepare(tag)
+            return
+        prep = prepare(tag)
+        fw.submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
+
+    def emit(self, submit: Callable[[], None]) -> None:
+        if self.is_writer:
+            submit()
+
+    def exit_hook(self, flush: Callable[[], None]) -> Optional[Callable[[], None]]:
+        """Settle pending aggregation at exit (``lifecycle.settle_at_exit``)."""
+        from .lifecycle import settle_at_exit
+        return settle_at_exit(self.dist, self.has_pending, flush)
+
     # -- items -------------------------------------------------------------------------------
     def add_scalar(self, tag: str, value: Any, step: Optional[int], wall: float,
                    reduce: Optional[str], new_style: bool, double_precision: bool,
@@ -72,9 +121,9 @@ class RankContext:
         if reduce not in _inputs.REDUCE_OPS:
             _inputs.bad_reduce(reduce)
         _host_step(step)
-        v = self._value(value)
-        s, m = packing.scalar_parts(v, reduce, self.is_writer)
-        self._queue(Entry("scalar", tag, step, wall, reduce, s, m, (new_style, double_precision), target))
+        self._queue(packing.entry("scalar", "add_scalar", tag, step, wall, enc_scalar.merge(reduce),
+                                  [self._value(value)], enc_scalar.from_array,
+                                  (tag, new_style, double_precision), target, self.is_writer))
 
     def _value(self, value: Any) -> Any:
         """A host float, or a one-element float64 tensor on its own device (no sync)."""
@@ -90,12 +139,12 @@ class RankContext:
         from .._reduce import histogram as red
         _host_step(step)
         red.check_max_bins(max_bins)
-        x = red._as_tensor(values)
+        x = red.as_tensor(values)
         if x.dtype == torch.bool:
             x = x.to(torch.uint8)
         self._check_usable()
         dev_edges = None
-        kind = red._check_bins(bins)  # an unknown string or bins < 1: ValueError, before any collective
+        kind = red.bins_kind(bins)  # an unknown string or bins < 1: ValueError, before any collective
         tensorflow = kind == "tensorflow"
         if kind == "estimator":
             edges: Any = self._gathered_edges(x, bins)
@@ -103,10 +152,12 @@ class RankContext:
             x, dev_edges = self._global_int_edges(x, int(bins))
             edges = None  # they travel in the max part, as counted
         else:
-            edges, _ = red._edges_for(x, bins)
+            edges, _ = red.host_edges_for(x, bins)
         counts, stats = red.reduce(x, edges if dev_edges is None else dev_edges, tensorflow)
-        s, m = packing.histogram_parts(counts, stats, dev_edges)
-        self._queue(Entry("histogram", tag, step, wall, "hist", s, m, (edges, max_bins), target))
+        merge = enc_histogram.MERGE if dev_edges is None else enc_histogram.MERGE_WITH_EDGES
+        self._queue(packing.entry("histogram", "add_histogram", tag, step, wall, merge,
+                                  red.merge_parts(counts, stats, dev_edges), enc_histogram.from_merged,
+                                  (tag, edges, max_bins), target, self.is_writer))
 
     def _global_int_edges(self, x: torch.Tensor, bins: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """numpy's int-bins edges over the global range: one small MAX all_reduce at the call
@@ -114,7 +165,7 @@ class RankContext:
         from .._reduce import histogram as red
         if x.device != self.device:
             x = to_device(x, self.device)
-        mn, mx = red._minmax(x)
+        mn, mx = red.minmax(x)
         r = torch.stack([mx, -mn])
         r = torch.where(torch.isnan(r), torch.full_like(r, math.inf), r)  # NaN: no finite range
         self._collective(self.dist.all_reduce, r, op=self.dist.ReduceOp.MAX, group=self.data_group)
@@ -137,7 +188,7 @@ class RankContext:
         parts = [torch.empty(longest, dtype=torch.float64) for _ in range(self.world)]
         self._collective(self.dist.all_gather, parts, padded, group=self.proto_group)
         from .._reduce import histogram as red
-        return red._estimated_edges(torch.cat([p[:int(n)] for p, n in zip(parts, all_sizes)]).numpy(), bins)
+        return red.estimated_edges(torch.cat([p[:int(n)] for p, n in zip(parts, all_sizes)]).numpy(), bins)
 
     def add_pr_curve(self, tag: str, labels: Any, predictions: Any, step: Optional[int], wall: float,
                      num_thresholds: int, weights: Any, target: Any) -> None:
@@ -147,8 +198,9 @@ class RankContext:
         self._check_usable()
         n = min(int(num_thresholds), MAX_THRESHOLDS)
         tp, fp = red.buckets(pred.reshape(-1), lab.reshape(-1), None if w is None else w.reshape(-1), n)
-        self._queue(Entry("pr_curve", tag, step, wall, "sum", packing.pr_parts(tp, fp), None,
-                          (num_thresholds, n), target))
+        self._queue(packing.entry("pr_curve", "add_pr_curve", tag, step, wall, enc_pr_curve.MERGE,
+                                  [tp.to(torch.float64), fp.to(torch.float64)], enc_pr_curve.pr_curve,
+                                  (tag, num_thresholds), target, self.is_writer))
 
     def _queue(self, entry: Entry) -> None:
         self._check_usable()
@@ -215,9 +267,9 @@ class RankContext:
         self.inflight = []
 
     def _reduce_and_deliver(self, entries: List[Entry]) -> None:
-        """Launch the packed SUM and MAX collectives of ``entries``; rank 0 queues their events."""
-        sum_buf = packing.pack([e.sum_part for e in entries], self.device)
-        max_buf = packing.pack([e.max_part for e in entries], self.device)
+        """Launch the packed SUM and MAX collectives of ``entries``; rank 0 queues one item per
+        entry, staged as its slice of the reduced buffers (waited for on the writer thread)."""
+        sum_buf, max_buf = packing.pack(entries, self.device)
         works = []
         for buf, op in ((sum_buf, self.dist.ReduceOp.SUM), (max_buf, self.dist.ReduceOp.MAX)):
             if buf is not None:
@@ -229,16 +281,21 @@ class RankContext:
             return
         bufs = [b if b is not None else torch.zeros(0, dtype=torch.float64, device=self.device)
                 for b in (sum_buf, max_buf)]
-        staged: Any
+        shared: Any
         if self.device.type == "cuda":
             # NCCL's wait() only orders the current stream after the collective (no host wait);
             # the results then come back like every CUDA reduction: pinned, non-blocking, an event.
             for w in works:
                 w.wait()
-            staged = DeviceStaged(bufs)
-        else:
-            staged = _Reduced(works, bufs, self._wait)  # waited on rank 0's writer thread
-        self.submit(packing.deliver, (entries, self.world), staged)
+            shared = DeviceStaged(bufs)
+        else:  # gloo: waited for on rank 0's writer thread
+            shared = Deferred(_waited, (works, bufs, self._wait),
+                              ready=lambda: all(w.is_completed() for w in works))
+        items = []
+        for e, (s_at, m_at) in zip(entries, packing.offsets(entries)):
+            staged = Deferred(_merged_parts, (e, self.world, s_at, m_at), after=shared)
+            items.append(Item(e.kind, e.method, e.tag, e.step, e.wall, e.sink, e.encode, e.meta, staged))
+        self.submit(items)
 
     # -- collectives ---------------------------------------------------------------------------
     def _check_usable(self) -> None:
@@ -282,16 +339,14 @@ def _world_timeout(dist: Any) -> Optional[float]:
         return None
 
 
-class _Reduced:
-    """CPU (gloo) results: waits for the packed collectives on rank 0's writer thread."""
+def _waited(works: List[Any], bufs: List[torch.Tensor], wait: Callable[[Any], None]
+           ) -> Tuple[torch.Tensor, ...]:
+    """Writer thread (gloo): the reduced buffers, once their collectives completed."""
+    for w in works:
+        wait(w)
+    return tuple(bufs)
 
-    def __init__(self, works: List[Any], bufs: List[torch.Tensor], wait: Callable[[Any], None]) -> None:
-        self.works, self.bufs, self.wait = works, bufs, wait
 
-    def ready(self) -> bool:
-        return all(w.is_completed() for w in self.works)
-
-    def result(self) -> Tuple[np.ndarray, ...]:
-        for w in self.works:
-            self.wait(w)
-        return tuple(b.numpy() for b in self.bufs)
+def _merged_parts(e: Entry, world: int, s_at: int, m_at: int, sums: np.ndarray, maxes: np.ndarray
+                  ) -> List[np.ndarray]:
+    return packing.unpack(e, world, sums, s_at, maxes, m_at)[0]

@@ -1,101 +1,133 @@
-"""Packing: each item's small reduced result → slices of two flat float64 buffers → events.
+"""Packing: every entry's reduced parts → two flat float64 buffers → the merged parts again.
 
-Per item, a **sum part** (reduced with SUM across ranks) and a **max part** (MAX):
+A summary kind declares how its parts merge (``MERGE`` in ``_encode/<kind>.py``, like
+torchmetrics' ``dist_reduce_fx``): a sequence of ``(name, op)`` with ``op`` one of
 
-=============  =====================================================  ============================
-kind           sum part                                               max part
-=============  =====================================================  ============================
-scalar mean    value (divided by the world size on rank 0)            —
-scalar sum     value                                                  —
-scalar max     —                                                      value
-scalar min     —                                                      −value
-scalar None    rank 0's value, 0 elsewhere                            —
-histogram      bucket counts, num, sum, sum of squares, NaN flag      max, −min (NaN → −inf)
-               ``bins=<int>``: the same                               ... then the shared edges
-pr_curve       tp buckets, fp buckets                                 —
-=============  =====================================================  ============================
+========  =====================================================================
+``sum``   added across ranks (the SUM buffer)
+``mean``  added, then divided by the world size on rank 0
+``rank0`` rank 0's value (the SUM buffer, zeros from the other ranks)
+``max``   the largest (the MAX buffer)
+``min``   the smallest (negated into the MAX buffer, negated back)
+========  =====================================================================
 
-Parts are host floats (Python numbers: no tensor per call) or tensors on the data's device; a
-sync point packs them in order, host runs as one tensor, so one SUM and one MAX ``all_reduce``
-carry everything.  Counts are exact in float64 up to 2**53.  This module never communicates.
+This module knows no kind: it packs any entry by its declaration, so one SUM and one MAX
+``all_reduce`` carry a whole sync point, and unpacks them into the arrays the kind's
+``from_merged``-style encoder takes, in declaration order.  Parts are host floats (Python
+numbers: no tensor per call) or tensors on the data's device.  Counts are exact in float64 up to
+2**53.  This module never communicates.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .._encode import histogram as enc_histogram
-from .._encode import pr_curve as enc_pr_curve
-from .._encode import scalar as enc_scalar
-from .._proto.messages import event_with_summary, summary
+from .._inputs import REDUCE_OPS  # noqa: F401 - re-exported for gpulog.distributed
 from .._transfer import to_device
 
-Part = Union[None, float, torch.Tensor]
-from .._inputs import REDUCE_OPS  # noqa: E402,F401 - re-exported for gpulog.distributed
+Part = Union[float, torch.Tensor]
+_SUM_OPS = ("sum", "mean", "rank0")
+OPS = _SUM_OPS + ("max", "min")
 
 
 @dataclass
 class Entry:
-    kind: str                 # "scalar" | "histogram" | "pr_curve"
+    """One summary waiting for a sync point: ``encode(*meta, *merged parts)`` on rank 0."""
+
+    kind: str                          # "scalar" | "histogram" | "pr_curve" | ...
+    method: str                        # the add_* that made it (for warnings)
     tag: str
     step: Optional[int]
     wall: float
-    reduce: Optional[str]
-    sum_part: Part
-    max_part: Part
-    meta: Tuple[Any, ...]     # host-side encoding arguments
-    target: Any = None        # rank 0: the sink (event file) the event goes to
+    merge: Sequence[Tuple[str, str]]   # the kind's declaration: (part name, op)
+    parts: Sequence[Part]              # one per declared part, on this rank
+    encode: Callable[..., Any]         # _encode/<kind>.py: (*meta, *merged) -> Summary.Value bytes
+    meta: Tuple[Any, ...] = ()         # host-side encoding arguments
+    sink: Any = None                   # rank 0: the event file, resolved at the call
 
     def signature(self) -> Tuple[Any, ...]:
-        return (self.kind, self.tag, self.step, self.reduce, size(self.sum_part), size(self.max_part))
+        """What every rank must agree on before the collectives (``protocol``)."""
+        return (self.kind, self.tag, self.step, tuple(op for _, op in self.merge),
+                tuple(size(p) for p in self.parts))
 
 
 def size(part: Part) -> int:
-    if part is None:
-        return 0
     return 1 if isinstance(part, float) else part.numel()
 
 
-def scalar_parts(value: Union[float, torch.Tensor], reduce: Optional[str], is_writer: bool
-                 ) -> Tuple[Part, Part]:
-    if reduce in ("mean", "sum"):
-        return value, None
-    if reduce == "max":
-        return None, value
-    if reduce == "min":
-        return None, -value
-    # None: rank 0's own value survives the SUM
-    if is_writer:
-        return value, None
-    return (0.0 if isinstance(value, float) else torch.zeros_like(value)), None
+def entry(kind: str, method: str, tag: str, step: Optional[int], wall: float,
+          merge: Sequence[Tuple[str, str]], parts: Sequence[Any], encode: Callable[..., Any],
+          meta: Tuple[Any, ...], sink: Any, is_writer: bool) -> Entry:
+    """An entry whose parts follow ``merge``; on non-writer ranks ``rank0`` parts become zeros."""
+    if len(parts) != len(merge):
+        raise AssertionError(f"{kind}: {len(parts)} parts for a declaration of {len(merge)}")
+    fixed = []
+    for (_, op), p in zip(merge, parts):
+        if op not in OPS:
+            raise AssertionError(f"{kind}: unknown merge op {op!r}")
+        if isinstance(p, (int, np.floating)) and not isinstance(p, bool):
+            p = float(p)
+        if op == "rank0" and not is_writer:
+            p = 0.0 if isinstance(p, float) else torch.zeros_like(p)
+        fixed.append(p)
+    return Entry(kind, method, tag, step, wall, tuple(merge), tuple(fixed), encode, meta, sink)
 
 
-def histogram_parts(counts: torch.Tensor, stats: torch.Tensor,
-                    edges: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``stats`` = [min, max, num, sum, sum_squares] (min/max NaN when a value is NaN)."""
-    nan = torch.isnan(stats[0:2]).any().reshape(1)
-    neg_inf = torch.full((2,), -math.inf, dtype=torch.float64, device=stats.device)
-    extremes = torch.where(nan, neg_inf, torch.stack([stats[1], -stats[0]]))
-    sum_part = torch.cat([counts.to(torch.float64), stats[2:5], nan.to(torch.float64)])
-    max_part = extremes if edges is None else torch.cat([extremes, edges])
-    return sum_part, max_part
+def pack(entries: Sequence[Entry], device: torch.device) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(SUM buffer, MAX buffer) on ``device``, float64, None where empty."""
+    sums: List[Part] = []
+    maxes: List[Part] = []
+    for e in entries:
+        for (_, op), p in zip(e.merge, e.parts):
+            if op in _SUM_OPS:
+                sums.append(p)
+            else:
+                maxes.append(-p if op == "min" else p)
+    return _flat(sums, device), _flat(maxes, device)
 
 
-def pr_parts(tp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    return torch.cat([tp.to(torch.float64), fp.to(torch.float64)])
+def unpack(e: Entry, world: int, sums: np.ndarray, s_at: int, maxes: np.ndarray, m_at: int
+           ) -> Tuple[List[np.ndarray], int, int]:
+    """Entry ``e``'s merged parts (declaration order), read from the reduced buffers at the
+    given offsets; returns them and the offsets of the next entry."""
+    out = []
+    for (_, op), p in zip(e.merge, e.parts):
+        n = size(p)
+        if op in _SUM_OPS:
+            v = sums[s_at:s_at + n]
+            s_at += n
+            if op == "mean":
+                v = v / world
+        else:
+            v = maxes[m_at:m_at + n]
+            m_at += n
+            if op == "min":
+                v = -v
+        out.append(v)
+    return out, s_at, m_at
 
 
-def pack(parts: Sequence[Part], device: torch.device) -> Optional[torch.Tensor]:
-    """One flat float64 buffer on ``device`` (host floats go up in one pinned copy)."""
+def offsets(entries: Sequence[Entry]) -> List[Tuple[int, int]]:
+    """Where each entry's parts start in the SUM and MAX buffers."""
+    at, s, m = [], 0, 0
+    for e in entries:
+        at.append((s, m))
+        for (_, op), p in zip(e.merge, e.parts):
+            if op in _SUM_OPS:
+                s += size(p)
+            else:
+                m += size(p)
+    return at
+
+
+def _flat(parts: Sequence[Part], device: torch.device) -> Optional[torch.Tensor]:
+    """One flat float64 buffer on ``device`` (runs of host floats go up in one pinned copy)."""
     pieces: List[torch.Tensor] = []
     floats: List[float] = []
     for p in parts:
-        if p is None:
-            continue
         if isinstance(p, float):
             floats.append(p)
             continue
@@ -108,39 +140,3 @@ def pack(parts: Sequence[Part], device: torch.device) -> Optional[torch.Tensor]:
     if not pieces:
         return None
     return pieces[0].clone() if len(pieces) == 1 else torch.cat(pieces)
-
-
-def deliver(entries: List[Entry], world: int, sums: np.ndarray, maxes: np.ndarray
-            ) -> List[Tuple[Any, bytes]]:
-    """Writer thread, rank 0: split the reduced buffers back into one event per entry."""
-    out = []
-    si = mi = 0
-    for e in entries:
-        ns, nm = size(e.sum_part), size(e.max_part)
-        s, m = sums[si:si + ns], maxes[mi:mi + nm]
-        si, mi = si + ns, mi + nm
-        if e.kind == "scalar":
-            new_style, double_precision = e.meta
-            value = {"mean": lambda: s[0] / world, "sum": lambda: s[0], "max": lambda: m[0],
-                     "min": lambda: -m[0], None: lambda: s[0]}[e.reduce]()
-            values = enc_scalar.from_array(e.tag, new_style, double_precision, np.array([value]))
-        elif e.kind == "histogram":
-            edges, max_bins = e.meta
-            if edges is None:  # bins=<int>: the edges every rank counted with
-                edges = m[2:]
-            counts, num, total, squares, nans = s[:-4], s[-4], s[-3], s[-2], s[-1]
-            mn, mx = (math.nan, math.nan) if nans > 0 else (-m[1], m[0])
-            stats = np.array([mn, mx, num, total, squares])
-            try:
-                values = enc_histogram.histogram(e.tag, edges, max_bins,
-                                                 np.rint(counts).astype(np.int64), stats)
-            except ValueError as err:  # e.g. no finite value on any rank: skip this one, say so
-                import warnings
-                warnings.warn(f"gpulog: add_histogram({e.tag!r}, step={e.step}) skipped: {err}",
-                              RuntimeWarning)
-                continue
-        else:
-            num_thresholds, n = e.meta
-            values = enc_pr_curve.pr_curve(e.tag, num_thresholds, s[:n], s[n:])
-        out.append((e.target, event_with_summary(e.wall, e.step, summary(values))))
-    return out
