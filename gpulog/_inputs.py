@@ -214,3 +214,20 @@ def narrow_bf16_as_torch(t: Any) -> Any:
     tensor becomes a numpy array, bfloat16 is widened instead: ``_transfer.widen_bf16_for_numpy``.)"""
     torch = sys.modules["torch"]
     return t.half() if t.dtype == torch.bfloat16 else t
+
+
+def float64_number(v: Any, name: str) -> Any:
+    """A raw summary's statistic: a one-element CUDA tensor as float64 (staged later, no sync),
+    else a one-element float64 array."""
+    if is_cuda_tensor(v):
+        one_element(v, name)
+        return v.detach().reshape(1).double()
+    import numpy as np
+    return np.array([scalar(v, name)])
+
+
+def float64_row(v: Any, name: str) -> Any:
+    """A raw summary's row as float64: a flat CUDA tensor (staged later), or a host array (a copy)."""
+    if is_cuda_tensor(v):
+        return v.detach().reshape(-1).double()
+    return to_numpy(v, name).astype("float64").ravel()

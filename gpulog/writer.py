@@ -18,18 +18,12 @@ import numpy as np
 
 from . import _inputs, _registry
 from ._encode import custom_scalars as enc_custom_scalars
-from ._encode import hparams as enc_hparams
-from ._encode import histogram as enc_histogram
-from ._encode import pr_curve as enc_pr_curve
-from ._encode import scalar as enc_scalar
-from ._encode import tensor as enc_tensor
 from ._encode import text as enc_text
 from ._inputs import INT64_MAX, INT64_MIN, to_step, to_walltime
 from ._stage import LocalStage
 from .file_writer import FileWriter
 
 Number = Union[int, float]
-_FLOAT_MAX = 1.7976931348623157e308
 _MEAN = "mean"
 REDUCE_OPS = _inputs.REDUCE_OPS
 _bad_reduce = _inputs.bad_reduce
@@ -207,35 +201,8 @@ class SummaryWriter:
         """Any numeric tensor, readable back by ``make_ndarray`` for every dtype.  A CUDA tensor
         is copied asynchronously into pinned memory (the whole tensor is the summary) and encoded
         on the writer thread: the call does not wait for the device."""
-        tag = _inputs.check_tag(tag)
-        step, wall = to_step(global_step), to_walltime(walltime)
-        if _inputs.is_cuda_tensor(tensor):
-            t = tensor.detach()
-            dtype = str(t.dtype).replace("torch.", "")
-            if dtype not in enc_tensor.SUPPORTED and dtype != "bfloat16":
-                raise TypeError(f"add_tensor: unsupported dtype {t.dtype}; use one of "
-                                f"{', '.join(enc_tensor.SUPPORTED)}")
-            if t.numel() * t.element_size() >= 2**31:
-                raise ValueError(f"add_tensor: tensor of {t.numel() * t.element_size()} bytes exceeds the "
-                                 "2 GiB protobuf limit; log a slice or a summary of it")
-            if not self._stage.writes:
-                return
-            from ._transfer import DeviceStaged
-            from ._transfer import widen_bf16_for_numpy
-            staged = DeviceStaged([widen_bf16_for_numpy(t)])  # as to_numpy widens it
-            self._get_file_writer().submit(enc_tensor.tensor, (tag,), step, wall, staged.nbytes, staged)
-            return
-        arr = _inputs.to_numpy(tensor, "tensor")
-        if arr.dtype.name not in enc_tensor.SUPPORTED:
-            raise TypeError(f"add_tensor: unsupported dtype {arr.dtype}; use one of "
-                            f"{', '.join(enc_tensor.SUPPORTED)}")
-        if arr.nbytes >= 2**31:
-            raise ValueError(f"add_tensor: tensor of {arr.nbytes} bytes exceeds the 2 GiB protobuf "
-                             "limit; log a slice or a summary of it")
-        if not self._stage.writes:
-            return
-        arr = np.array(arr, copy=True)  # the value at call time, whatever the caller does next
-        self._get_file_writer().submit(enc_tensor.tensor, (tag, arr), step, wall, arr.nbytes)
+        from ._reduce import tensor as red
+        self._submit_prepared(tag, global_step, walltime, lambda t: red.prepare(t, tensor))
 
     def add_custom_scalars(self, layout: Dict[str, Dict[str, List[Any]]]) -> None:
         """Custom-scalars dashboard layout: ``{category: {title: ['Multiline'|'Margin', tags]}}``."""
@@ -259,10 +226,8 @@ class SummaryWriter:
                     hparam_domain_discrete: Optional[Dict[str, List[Any]]] = None,
                     run_name: Optional[str] = None, global_step: Optional[int] = None) -> None:
         """Hyperparameters and metrics in the sub-run ``<log_dir>/<run_name or time.time()>``."""
-        hparams = _check_hparams(hparam_dict, metric_dict, hparam_domain_discrete)
-        metrics = {_inputs.check_tag(k, "metric_dict key"):
-                   _device_number(v, f"metric_dict[{k!r}]") if _inputs.is_cuda_tensor(v)
-                   else _inputs.scalar(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
+        from ._reduce import hparams as red
+        hparams, metrics = red.check(hparam_dict, metric_dict, hparam_domain_discrete)
         step = to_step(global_step)
         if not self._stage.writes:
             return
@@ -272,25 +237,7 @@ class SummaryWriter:
         logdir = os.path.join(self._get_file_writer().get_logdir(), run_name)
         fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix,
                         flush_timeout=self.flush_timeout)
-        now = time.time()
-        # Tensor values on a CUDA device are staged in one asynchronous copy and filled in on the
-        # writer thread (no wait here); everything else is encoded now.
-        from_device = [(d, k) for d in (hparams, metrics) for k, v in d.items() if _inputs.is_tensor(v)]
-        if from_device:
-            from ._transfer import DeviceStaged
-            staged = DeviceStaged([d[k] for d, k in from_device])
-            for part in range(3):
-                fw.submit(_hparams_part, (part, hparams, metrics, hparam_domain_discrete, from_device),
-                          step, now, 0, staged)
-            for i, (d, k) in enumerate(from_device):
-                if d is metrics:
-                    fw.submit(_scalar_from_staged, (k, i), step, time.time(), 0, staged)
-        else:
-            for values in enc_hparams.hparams(hparams, metrics, hparam_domain_discrete):
-                fw.submit(_constant, (values,), step, now)
-        for k, v in metrics.items():
-            if not _inputs.is_tensor(v):
-                fw.submit_scalar(k, v, step, time.time())
+        red.submit(fw, hparams, metrics, hparam_domain_discrete, step)
         fw.close_async()
 
     # -- raw summaries -------------------------------------------------------------------------
@@ -298,76 +245,21 @@ class SummaryWriter:
                           sum_squares: Number, bucket_limits: Any, bucket_counts: Any,
                           global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
         """A histogram from precomputed statistics; ``bucket_limits[i]`` is bucket i's right edge."""
-        tag = _inputs.check_tag(tag)
-        names = ("min", "max", "num", "sum", "sum_squares")
-        stats = (min, max, num, sum, sum_squares)
-        if any(_inputs.is_cuda_tensor(v) for v in (*stats, bucket_limits, bucket_counts)):
-            return self._add_raw_from_device(
-                enc_histogram.histogram_raw_arrays, tag, list(zip(stats, names)),
-                [(bucket_limits, "bucket_limits"), (bucket_counts, "bucket_counts")], (),
-                global_step, walltime)
-        host_stats = tuple(_inputs.scalar(v, n) for v, n in zip(stats, names))
-        limits = _inputs.to_numpy(bucket_limits, "bucket_limits").astype(np.float64).ravel()
-        counts = _inputs.to_numpy(bucket_counts, "bucket_counts").astype(np.float64).ravel()
-        if len(limits) != len(counts):
-            raise ValueError(f"len(bucket_limits) ({len(limits)}) != len(bucket_counts) "
-                             f"({len(counts)}); pass one limit per bucket")
-        if not self._stage.writes:
-            return
-        self._get_file_writer().submit(enc_histogram.histogram_raw, (tag, host_stats, limits, counts),
-                                       to_step(global_step), to_walltime(walltime))
-
-    def _add_raw_from_device(self, encode: Any, tag: str, scalars: List[Any], rows: List[Any],
-                             extra: tuple, global_step: Any, walltime: Any) -> None:
-        """Raw summaries with CUDA arguments: checked by shape at the call, staged to the host
-        in one asynchronous copy (no wait), encoded on the writer thread."""
-        from ._transfer import DeviceStaged
-        step, wall = to_step(global_step), to_walltime(walltime)
-        values = []
-        for v, name in scalars:
-            if _inputs.is_cuda_tensor(v):
-                _inputs.one_element(v, name)
-                values.append(v.detach().reshape(1).double())
-            else:
-                values.append(np.array([_inputs.scalar(v, name)]))
-        lengths = {}
-        for v, name in rows:
-            if _inputs.is_cuda_tensor(v):
-                values.append(v.detach().reshape(-1).double())
-            else:
-                values.append(_inputs.to_numpy(v, name).astype(np.float64).ravel())
-            lengths[name] = values[-1].shape[0]
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"{tag}: every row must have the same length, got {lengths}; pass one "
-                             "value per bucket")
-        if not self._stage.writes:
-            return
-        staged = DeviceStaged(values)
-        self._get_file_writer().submit(encode, (tag, *extra), step, wall, staged.nbytes, staged)
+        from ._reduce import histogram as red
+        self._submit_prepared(tag, global_step, walltime, lambda t: red.prepare_raw(
+            t, (min, max, num, sum, sum_squares), bucket_limits, bucket_counts))
 
     def add_pr_curve_raw(self, tag: str, true_positive_counts: Any, false_positive_counts: Any,
                          true_negative_counts: Any, false_negative_counts: Any, precision: Any,
                          recall: Any, global_step: Optional[int] = None, num_thresholds: int = 127,
                          weights: Any = None, walltime: Optional[float] = None) -> None:
         """A PR curve from precomputed rows (all of one length)."""
-        tag = _inputs.check_tag(tag)
-        names = ("true_positive_counts", "false_positive_counts", "true_negative_counts",
-                 "false_negative_counts", "precision", "recall")
-        given = (true_positive_counts, false_positive_counts, true_negative_counts,
-                 false_negative_counts, precision, recall)
+        from ._reduce import pr_curve as red
         _check_thresholds(num_thresholds)
-        if any(_inputs.is_cuda_tensor(v) for v in given):
-            return self._add_raw_from_device(enc_pr_curve.pr_curve_raw_arrays, tag, [],
-                                             list(zip(given, names)), (num_thresholds,),
-                                             global_step, walltime)
-        rows = [_inputs.to_numpy(v, n).astype(np.float64).ravel() for v, n in zip(given, names)]
-        lengths = {n: len(r) for n, r in zip(names, rows)}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"add_pr_curve_raw: all six rows must have the same length, got {lengths}")
-        if not self._stage.writes:
-            return
-        self._get_file_writer().submit(enc_pr_curve.pr_curve_raw, (tag, np.stack(rows), num_thresholds),
-                                       to_step(global_step), to_walltime(walltime))
+        rows = (true_positive_counts, false_positive_counts, true_negative_counts,
+                false_negative_counts, precision, recall)
+        self._submit_prepared(tag, global_step, walltime,
+                              lambda t: red.prepare_raw(t, rows, num_thresholds))
 
     # -- tensor-valued summaries (reduced where the data lives) ---------------------------------
     def add_histogram(self, tag: str, values: Any, global_step: Optional[int] = None,
@@ -381,7 +273,6 @@ class SummaryWriter:
         if _IS_COMPILING() or _inputs.is_cuda_tensor(values) and _capturing():
             from . import _compiled  # one opaque op / a ring write that every replay repeats
             return _compiled.add_histogram(self, tag, values, global_step, bins, walltime, max_bins)
-        from ._reduce import histogram as red
         tag = _inputs.check_tag(tag)
         step, wall = to_step(global_step), to_walltime(walltime)
         self._stage.histogram(self._get_file_writer(), tag, values, step, wall, bins, max_bins)
@@ -390,7 +281,6 @@ class SummaryWriter:
                      num_thresholds: int = 127, weights: Any = None,
                      walltime: Optional[float] = None) -> None:
         """PR curve from binary labels and predictions in [0, 1] (torch's compute_curve)."""
-        from ._reduce import pr_curve as red
         tag = _inputs.check_tag(tag)
         _check_thresholds(num_thresholds)
         step, wall = to_step(global_step), to_walltime(walltime)
@@ -617,29 +507,8 @@ def _capturing() -> bool:
     return capturing()
 
 
-def _constant(values: List[bytes]) -> List[bytes]:
-    return values
 
 
-def _device_number(v: Any, name: str) -> Any:
-    """A one-element CUDA tensor kept on the device (read on the writer thread), as float64."""
-    _inputs.one_element(v, name)
-    if v.is_complex():
-        raise TypeError(f"{name} must be real, got a {v.dtype} tensor")
-    return v.detach().reshape(1).double()
-
-
-def _hparams_part(part: int, hparams: Dict[str, Any], metrics: Dict[str, Any], domain: Any,
-                  from_device: List[Any], *arrays: np.ndarray) -> List[bytes]:
-    """Writer thread: one of the three hparams events, with the staged device values filled in."""
-    filled = {id(hparams): dict(hparams), id(metrics): dict(metrics)}
-    for (d, k), arr in zip(from_device, arrays):
-        filled[id(d)][k] = float(arr.reshape(-1)[0])
-    return enc_hparams.hparams(filled[id(hparams)], filled[id(metrics)], domain)[part]
-
-
-def _scalar_from_staged(tag: str, index: int, *arrays: np.ndarray) -> List[bytes]:
-    return enc_scalar.from_array(tag, False, False, arrays[index].reshape(-1)[:1])
 
 
 def _check_thresholds(num_thresholds: Any) -> None:
@@ -665,32 +534,3 @@ def _check_layout(layout: Any) -> None:
                                  f"(value, lower, upper), got {len(spec[1])}")
 
 
-def _check_hparams(hparam_dict: Any, metric_dict: Any, domain: Any) -> Dict[str, Any]:
-    if not isinstance(hparam_dict, dict) or not isinstance(metric_dict, dict):
-        raise TypeError("hparam_dict and metric_dict must be dicts, got "
-                        f"{type(hparam_dict).__name__} and {type(metric_dict).__name__}")
-    out: Dict[str, Any] = {}
-    for k, v in hparam_dict.items():
-        k = _inputs.check_tag(k, "hparam_dict key")
-        if _inputs.is_cuda_tensor(v):
-            v = _device_number(v, f"hparam_dict[{k!r}]")  # read on the writer thread: no wait here
-        elif _inputs.is_tensor(v):
-            v = float(_inputs.local(v.detach(), f"hparam_dict[{k!r}]").reshape(-1)[0].item())
-        elif isinstance(v, np.generic):
-            v = v.item()
-        elif callable(v) and not isinstance(v, (int, float, str, bool)):
-            v = getattr(v, "__name__", repr(v))
-        if v is not None and not isinstance(v, (int, float, str, bool)) and not _inputs.is_tensor(v):
-            raise ValueError(f"hparam_dict[{k!r}] must be an int, float, str, bool or tensor, "
-                             f"got {type(v).__name__}")
-        out[k] = v
-    if domain is not None:
-        if not isinstance(domain, dict):
-            raise TypeError(f"hparam_domain_discrete must be a dict, got {type(domain).__name__}")
-        for k, values in domain.items():
-            if k not in out or not isinstance(values, list) or \
-                    not all(isinstance(d, float if _inputs.is_tensor(out[k]) else type(out[k]))
-                            for d in values):
-                raise TypeError(f"hparam_domain_discrete[{k!r}] must be a list of values of the "
-                                f"same type as hparam_dict[{k!r}]")
-    return out

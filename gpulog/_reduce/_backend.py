@@ -256,6 +256,18 @@ def finish(encode: Callable[..., Any], args: Sequence[Any], x: Any,
     return Prepared(encode, tuple(args), size, _transfer.Deferred(reduce, (x,), pooled=pooled))
 
 
+def staged(encode: Callable[..., Any], args: Sequence[Any], values: Sequence[Any],
+           host_nbytes: int = 0) -> Prepared:
+    """Arguments that need no reduction: CUDA tensors among ``values`` are copied to the host
+    asynchronously (one event), host values pass as they are (already private copies); nothing
+    is staged under :func:`validation_only`.  ``host_nbytes``: payload of the host values."""
+    if _VALIDATE_ONLY.get():
+        return Prepared(encode, tuple(args), 0, None)
+    staged_ = _transfer.DeviceStaged(values)
+    nbytes = staged_.nbytes + host_nbytes
+    return Prepared(encode, tuple(args), nbytes, staged_)
+
+
 def _snapshot(x: Any) -> Any:
     """Private copies (the values at call time) in reusable buffers; tuples element-wise."""
     if isinstance(x, tuple):

@@ -25,7 +25,7 @@ import torch
 from .. import _inputs
 from .._encode import histogram as enc
 from .._transfer import Deferred, DeviceStaged, Ready, to_device
-from ._backend import Prepared, finish, kernel_or, native, threads
+from ._backend import Prepared, finish, kernel_or, native, staged, threads
 
 CELL_SHIFT = 17                    # 32 - 1 sign - 8 exponent - 6 mantissa bits
 N_CELLS = 1 << (32 - CELL_SHIFT)   # 32768
@@ -406,3 +406,17 @@ def _estimate_and_count(data: np.ndarray, bins: str) -> Tuple[Any, ...]:
     edges = estimated_edges(data, bins)
     counts, stats = reduce_torch(torch.from_numpy(np.ascontiguousarray(data)), edges, False)
     return counts, stats, edges
+
+
+def prepare_raw(tag: str, stats: Tuple[Any, ...], bucket_limits: Any, bucket_counts: Any) -> Prepared:
+    """``add_histogram_raw``: ``stats`` = (min, max, num, sum, sum_squares), numbers or
+    one-element tensors; the rows of one length.  CUDA arguments are checked by shape and copied
+    asynchronously (no wait); host ones converted now."""
+    names = ("min", "max", "num", "sum", "sum_squares")
+    values = [_inputs.float64_number(v, n) for v, n in zip(stats, names)]
+    rows = [_inputs.float64_row(bucket_limits, "bucket_limits"), _inputs.float64_row(bucket_counts, "bucket_counts")]
+    if rows[0].shape[0] != rows[1].shape[0]:
+        raise ValueError(f"len(bucket_limits) ({rows[0].shape[0]}) != len(bucket_counts) "
+                         f"({rows[1].shape[0]}); pass one limit per bucket")
+    return staged(enc.histogram_raw_arrays, (tag,), values + rows)
+

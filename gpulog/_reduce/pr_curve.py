@@ -18,7 +18,7 @@ from .. import _inputs
 from .._encode import pr_curve as enc
 from .._encode.pr_curve import MAX_THRESHOLDS
 from .._transfer import Ready, to_device
-from ._backend import Prepared, finish, kernel_or, native, threads
+from ._backend import Prepared, finish, kernel_or, native, staged, threads
 
 
 def buckets_torch(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor],
@@ -151,3 +151,16 @@ def buckets_chunked(pred: torch.Tensor, labels: torch.Tensor, weights: Optional[
         tp += a
         fp += b
     return tp, fp
+
+
+_RAW_ROWS = ("true_positive_counts", "false_positive_counts", "true_negative_counts",
+             "false_negative_counts", "precision", "recall")
+
+
+def prepare_raw(tag: str, rows: Tuple[Any, ...], num_thresholds: int) -> Prepared:
+    """``add_pr_curve_raw``: six rows of one length, host or CUDA (copied asynchronously)."""
+    given = [_inputs.float64_row(v, n) for v, n in zip(rows, _RAW_ROWS)]
+    lengths = {n: int(r.shape[0]) for n, r in zip(_RAW_ROWS, given)}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"add_pr_curve_raw: all six rows must have the same length, got {lengths}")
+    return staged(enc.pr_curve_raw_arrays, (tag, num_thresholds), given)

@@ -40,6 +40,6 @@ from __future__ import annotations
 
 from .context import RankContext
 from .lifecycle import DistributedError
-from .packing import REDUCE_OPS
+from .._inputs import REDUCE_OPS
 
 __all__ = ["RankContext", "DistributedError", "REDUCE_OPS"]

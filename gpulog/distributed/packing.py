@@ -25,7 +25,6 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .._inputs import REDUCE_OPS  # noqa: F401 - re-exported for gpulog.distributed
 from .._transfer import to_device
 
 Part = Union[float, torch.Tensor]
