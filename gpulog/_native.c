@@ -30,6 +30,14 @@
  *   gpulog/_encode/scalar.py's scalar_event + _record.frame produce (tests/test_wire.py).
  *   Values beyond float32 become +-inf, as protobuf stores them.
  *
+ * watch_stats(arrays, codes, out, nthreads) -> None
+ *   arrays: a list of 1-D buffers, codes: one char per array ('f' float32, 'd' float64, 'e'
+ *   float16 and 'b' bfloat16, both passed as 2-byte integers); out: float64[len(arrays) * 8],
+ *   filled per array with (count, sum, sum_squares, nonfinite, zeros, max, absmax, min) over
+ *   its finite values (max/absmax -inf and min +inf when there are none), sums in double in
+ *   element order: gpulog/_reduce/watch.py's contract (its reduce_torch is the reference).
+ *   Releases the GIL; nthreads is accepted for symmetry and ignored (one pass on this thread).
+ *
  * hist_tf and pr_binary run on the calling thread plus up to nthreads-1 helper POSIX threads with private counters,
  * claiming 64K-element chunks from a shared counter, and release the GIL.  Results do not depend
  * on the thread count (sums are added up per chunk, in chunk order).  On Linux the helpers are kept
@@ -594,11 +602,92 @@ fail:
     return NULL;
 }
 
+/* ---- watch_stats ---------------------------------------------------------------------------- */
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {  /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            man &= 0x3ff;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 0x1f) bits = sign | 0x7f800000u | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f; memcpy(&f, &bits, 4); return f;
+}
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16; float f; memcpy(&f, &bits, 4); return f;
+}
+
+typedef struct { const void *data; Py_ssize_t n; char code; double *out; } watch_job;
+
+static void watch_one(watch_job *j) {
+    double s = 0, ss = 0, mx = -INFINITY, amax = -INFINITY, mn = INFINITY;
+    Py_ssize_t bad = 0, zeros = 0;
+    for (Py_ssize_t i = 0; i < j->n; i++) {
+        double x;
+        switch (j->code) {
+            case 'f': x = ((const float *)j->data)[i]; break;
+            case 'd': x = ((const double *)j->data)[i]; break;
+            case 'e': x = half_to_float(((const uint16_t *)j->data)[i]); break;
+            default: x = bf16_to_float(((const uint16_t *)j->data)[i]); break;
+        }
+        if (!isfinite(x)) { bad++; continue; }
+        s += x; ss += x * x;
+        if (x == 0) zeros++;
+        if (x > mx) mx = x;
+        if (x < mn) mn = x;
+        double a = fabs(x);
+        if (a > amax) amax = a;
+    }
+    double *o = j->out;
+    o[0] = (double)j->n; o[1] = s; o[2] = ss; o[3] = (double)bad; o[4] = (double)zeros;
+    o[5] = mx; o[6] = amax; o[7] = mn;
+}
+
+static PyObject *watch_stats(PyObject *self, PyObject *args) {
+    PyObject *list; const char *codes; Py_ssize_t ncodes; Py_buffer out; int nthreads;
+    if (!PyArg_ParseTuple(args, "Os#w*i", &list, &codes, &ncodes, &out, &nthreads)) return NULL;
+    PyObject *seq = PySequence_Fast(list, "arrays must be a sequence");
+    if (!seq) { PyBuffer_Release(&out); return NULL; }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (ncodes != n || out.len < (Py_ssize_t)(n * 8 * sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "watch_stats: one code per array and out of 8 doubles per array");
+        Py_DECREF(seq); PyBuffer_Release(&out); return NULL;
+    }
+    Py_buffer *views = calloc(n ? n : 1, sizeof(Py_buffer));
+    watch_job *jobs = calloc(n ? n : 1, sizeof(watch_job));
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    if (!views || !jobs) { PyErr_NoMemory(); goto done; }
+    for (; got < n; got++) {
+        char c = codes[got];
+        Py_ssize_t width = c == 'f' ? 4 : c == 'd' ? 8 : (c == 'e' || c == 'b') ? 2 : 0;
+        if (!width) { PyErr_Format(PyExc_ValueError, "watch_stats: unknown code %c", c); goto done; }
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
+        jobs[got].data = views[got].buf; jobs[got].n = views[got].len / width; jobs[got].code = c;
+        jobs[got].out = (double *)out.buf + 8 * got;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) watch_one(&jobs[i]);
+    Py_END_ALLOW_THREADS
+    result = Py_None; Py_INCREF(result);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    free(views); free(jobs);
+    Py_DECREF(seq); PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"hist_tf", hist_tf, METH_VARARGS, "Fused TensorFlow-bin histogram of float32 data."},
     {"pr_binary", pr_binary, METH_VARARGS, "PR-curve bucket counts for 0/1 labels."},
     {"scan_scalars", scan_scalars, METH_VARARGS, "Scalars of one event file's bytes, into arrays."},
     {"frame_scalars", frame_scalars, METH_VARARGS, "Framed scalar event records, one C call per batch."},
+    {"watch_stats", watch_stats, METH_VARARGS, "Raw moments of many tensors in one call (model watching)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -80,9 +80,9 @@ def use_triton(x: torch.Tensor) -> bool:
 def kernels() -> Dict[str, Callable[..., Any]]:
     """The Triton kernels gpulog launches, by the name ``kernel_or`` is given, each with the same
     contract as its torch reference in ``_reduce/<kind>.py`` (imported on first use: Triton)."""
-    from ..kernels import histogram, image, pr_curve
+    from ..kernels import histogram, image, pr_curve, watch
     return {"histogram.reduce": histogram.reduce, "pr_curve.buckets": pr_curve.buckets,
-            "image.grid_hwc_uint8": image.grid_hwc_uint8}
+            "image.grid_hwc_uint8": image.grid_hwc_uint8, "watch.stats": watch.stats}
 
 
 F = TypeVar("F", bound=Callable[..., Any])

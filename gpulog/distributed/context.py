@@ -105,6 +105,14 @@ class RankContext:
         prep = prepare(tag)
         fw.submit(prep.encode, prep.args, step, wall, prep.nbytes, prep.staged)
 
+    def merged(self, fw: Any, kind: str, method: str, tag: str, step: int, wall: float,
+               merge: Any, parts: Any, encode: Callable[..., Any], meta: Tuple[Any, ...]) -> None:
+        """Any kind's reduced parts, merged across ranks by its ``merge`` declaration (model
+        watching of sharded parameters); rank 0 writes ``encode(*meta, *merged parts)``."""
+        _host_step(step)
+        self._queue(packing.entry(kind, method, tag, step, wall, merge, parts, encode, meta,
+                                  self._target(fw), self.is_writer))
+
     def emit(self, submit: Callable[[], None]) -> None:
         if self.is_writer:
             submit()
