@@ -174,7 +174,7 @@ class WatchHandle:
                 if t is None:
                     continue
                 local, counted = red.local_part(t.detach())
-                sharded = sharded or local is not t.detach()
+                sharded = sharded or getattr(t, "placements", None) is not None
                 names.append((what, name))
                 tensors.append(local)
                 counts.append(counted)
@@ -188,9 +188,10 @@ class WatchHandle:
             hist = red.histograms([t for t, c in zip(tensors, counts) if c] if not sharded else
                                   tensors)
             if sharded:  # a replicated shard counted once: the others contribute zeros
+                from ._transfer import to_device
                 width = len(_edges()) - 1
                 mask = torch.tensor(counts, dtype=torch.float64).repeat_interleave(width)
-                hist = hist * mask.to(hist.device)
+                hist = hist * to_device(mask, hist.device)
             else:
                 hist_names = [n for n, c in zip(hist_names, counts) if c]
         else:
@@ -220,7 +221,8 @@ class WatchHandle:
             for idx, r in parts:
                 rows[torch.tensor(idx, device=device)] = r.to(device)
         if not all(counts):
-            keep = torch.tensor(counts, dtype=torch.bool).to(rows.device).unsqueeze(1)
+            from ._transfer import to_device
+            keep = to_device(torch.tensor(counts, dtype=torch.bool), rows.device).unsqueeze(1)
             rows = torch.where(keep, rows, red.empty_rows(len(tensors), rows.device))
         return rows
 

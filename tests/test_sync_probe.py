@@ -642,3 +642,71 @@ def test_an_unsealed_scalar_batch_does_not_hold_up_other_files(tmp_path, monkeyp
         w.close()
     assert seen == [(1, 2.0)], "the other file waited behind the unsealed batch"
     assert read_scalars(str(tmp_path))["cuda"] == [(1, float(D["s"]))]
+
+
+def _watched_model(T: Callable[[torch.Tensor], torch.Tensor]) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(11)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 2))
+    for module in model:
+        for name, p in list(module._parameters.items()):
+            new = torch.nn.Parameter(T(torch.randn(p.shape, generator=g)))  # a stand-in stays one
+            new.grad = T(torch.randn(p.shape, generator=g))
+            module._parameters[name] = new
+    list(model.parameters())[1].grad[2] = float("nan")
+    return model
+
+
+def test_watch_pass_has_no_host_wait_and_logs_what_cpu_logs(tmp_path, monkeypatch):
+    """Issue #20: the watch pass (fused statistics, histograms, one staged copy, the writer-side
+    non-finite report) on CUDA stand-ins: no host wait, the same events as on CPU tensors."""
+    def run(name: str, T: Callable[[torch.Tensor], torch.Tensor]) -> str:
+        d = str(tmp_path / name)
+        w = gpulog.SummaryWriter(d)
+        h = w.watch(_watched_model(T), log="all", histograms=True, on_nonfinite=None)
+        h.log(0)
+        h.log(1)
+        syncprobe.PROBE.local.strict = False
+        w.close()
+        assert h.first_nonfinite is not None and h.first_nonfinite["name"] == "0.bias"
+        return d
+    want = run("cpu", lambda t: t)
+    with syncprobe.installed(monkeypatch) as probe:
+        got = run("cuda", fake)
+        syncs = list(probe.syncs)
+        foreign = list(probe.foreign_enqueues)
+    assert not syncs, f"{len(syncs)} host waits in the watch pass; first:\n{syncs[0]}"
+    assert not foreign, foreign[:3]
+    a, b = _comparable(run_snapshots(want)), _comparable(run_snapshots(got))
+    assert a.keys() == b.keys() and a
+    for run_ in a:
+        assert_same(a[run_], b[run_])
+
+
+def test_watch_kernel_launch_code_has_no_host_wait(monkeypatch):
+    """The host side of gpulog.kernels.watch.stats (pointer table, chunk groups, segment merge)
+    with the launch replaced by a stub that fills the partial rows as the kernel would."""
+    from gpulog.kernels import watch as k_watch
+    from gpulog._reduce import watch as r_watch
+    ts = [torch.randn(3000), torch.randn(50).half(), torch.randn(10)]
+    table = r_watch.ChunkTable([t.numel() for t in ts], chunk=1024)
+    ref = r_watch.reduce_torch(ts, table)
+
+    class Stub:
+        def __getitem__(self, grid):
+            def launch(addr, chunks, part, DT, CHUNK, BLOCK):
+                rows = chunks.elem if isinstance(chunks, syncprobe.FakeCuda) else chunks
+                group = [t for t in ts if k_watch._CODES[t.dtype] == DT]
+                out = []
+                for i, start, n in rows.tolist():
+                    out.append(r_watch.reduce_torch([group[i].reshape(-1)[start:start + n]])[0])
+                target = part.elem if isinstance(part, syncprobe.FakeCuda) else part
+                target.copy_(torch.stack(out))
+            return launch
+    import contextlib
+    monkeypatch.setattr(k_watch, "_kernel", lambda: Stub())
+    monkeypatch.setattr(k_watch, "device_of", lambda t: contextlib.nullcontext())  # torch.cuda.device
+    with syncprobe.installed(monkeypatch) as probe:
+        got = k_watch.stats([fake(t) for t in ts], table)
+        syncs = list(probe.syncs)
+    assert not syncs, f"{len(syncs)} host waits; first:\n{syncs[0]}"
+    assert torch.equal(got.elem if isinstance(got, syncprobe.FakeCuda) else got, ref)

@@ -51,6 +51,12 @@ def _variants() -> List[Dict[str, Any]]:
         add(f"pr_curve-{pred}-{label}-w{int(weights)}", "pr_curve",
             {"pred_ptr": f"*{pred}", "label_ptr": f"*{label}", "weight_ptr": "*fp64", "slices_ptr": "*fp64",
              "n": "i32"}, {"T": 127, "HAS_WEIGHTS": weights, "MODE": mode, "BLOCK": k_pr.BLOCK})
+    from gpulog.kernels import watch as k_watch
+    for dt, code in (("fp32", 0), ("fp16", 1), ("bf16", 2)):
+        for target in (HOPPER, AMPERE):
+            add(f"watch-{dt}-sm{target[1]}", "watch",
+                {"addr_ptr": "*i64", "chunk_ptr": "*i64", "out_ptr": "*fp64"},
+                {"DT": code, "CHUNK": 1 << 18, "BLOCK": k_watch.BLOCK}, target, variant="chunks")
     ints = {k: "i32" for k in ("N", "H", "W", "sN", "sC", "sH", "sW")}
     for src, c_in, c_out, total in [("fp32", 3, 3, "i32"), ("u8", 1, 3, "i32"), ("fp16", 4, 4, "i64"),
                                     ("i16", 3, 3, "i32"), ("bf16", 1, 3, "i64")]:
@@ -84,6 +90,8 @@ def test_kernel_compiles_for_cuda(compiled, variant):
     result = compiled[variant]
     assert result["ok"], result["error"]
     if variant.startswith("histogram_finish"):  # no global atomics at all
+        assert not any(op.startswith(("red.", "atom.")) for op in result["ptx_ops"]), result["ptx_ops"]
+    elif variant.startswith("watch"):  # partial rows per chunk: no atomics, deterministic
         assert not any(op.startswith(("red.", "atom.")) for op in result["ptx_ops"]), result["ptx_ops"]
     elif variant.startswith(("histogram", "pr_curve")):
         ops = result["ptx_ops"]

@@ -216,3 +216,31 @@ def test_failing_kernel_falls_back_to_the_reference_once(monkeypatch):
     monkeypatch.setenv("GPULOG_BACKEND", "triton")
     with pytest.raises(RuntimeError, match="PassManager"):  # forced Triton: the error is the user's
         _backend.kernel_or(x, "histogram.reduce", r_hist.reduce_torch)(x, edges, True)
+
+
+@pytest.mark.parametrize("chunk", [1024, 3072])
+def test_watch_kernel_matches_the_reference_and_numpy(chunk):
+    """The multi-tensor kernel (one launch per dtype over the chunk table) vs the chunked torch
+    reference vs numpy: counts and extremes exact, sums to float64 rounding."""
+    import math
+    from gpulog.kernels import watch as k_watch
+    from gpulog._reduce import watch as r_watch
+    g = torch.Generator().manual_seed(5)
+    ts = [torch.randn(5000, generator=g), torch.tensor(SPECIAL * 3), torch.randn(2500, generator=g).half(),
+          (torch.randn(3000, generator=g) * 1e3).bfloat16(), torch.zeros(0), torch.zeros(5),
+          torch.full((7,), math.nan), torch.randn(4100, generator=g) * torch.exp(torch.randn(4100, generator=g) * 5)]
+    ts = [t.to(DEV) for t in ts]
+    table = r_watch.ChunkTable([t.numel() for t in ts], chunk=chunk)
+    got = k_watch.stats(ts, table).cpu().numpy()
+    ref = r_watch.reduce_torch(ts, table).cpu().numpy()
+    exact = [0, 3, 4, 5, 6, 7]
+    assert np.array_equal(got[:, exact], ref[:, exact])
+    np.testing.assert_allclose(got[:, 2], ref[:, 2], rtol=1e-12, atol=0)
+    for t, row, ref_row in zip(ts, got, ref):
+        x = t.float().double().cpu().numpy()
+        f = x[np.isfinite(x)]
+        # sums in another order: equal to float64 rounding of the sum of magnitudes
+        assert abs(row[1] - ref_row[1]) <= 1e-15 * np.abs(f).sum() * max(1, f.size) ** 0.5
+        assert row[0] == x.size and row[3] == x.size - f.size and row[4] == (f == 0).sum()
+        assert row[5] == (f.max() if f.size else -math.inf) and row[7] == (f.min() if f.size else math.inf)
+        assert row[2] == pytest.approx((f * f).sum(), rel=1e-12, abs=0)
