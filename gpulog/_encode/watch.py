@@ -9,12 +9,12 @@ micro-batches merge exactly by ``MERGE``; this module derives the statistics fro
 
 ======================  ===================================================================
 ``norm``                sqrt(sum_squares): L2 norm of the finite values
-``mean``                sum / count (NaN for an empty tensor)
-``std``                 sqrt((sum_squares - sum**2 / count) / (count - 1)), unbiased like torch.std
+``mean``                sum / n, n = count - nonfinite (NaN when n = 0)
+``std``                 sqrt((sum_squares - sum**2 / n) / (n - 1)), unbiased like torch.std
 ``min`` / ``max``       of the finite values (NaN where there are none)
 ``absmax``              max |x| of the finite values
 ``nonfinite``           count of NaN and ±inf
-``zero_frac``           zeros / count
+``zero_frac``           zeros / n
 ======================  ===================================================================
 
 Tags: ``<prefix><what>_<stat>/<name>`` (``grad_norm/fc1.weight``, ``param_std/fc1.weight``), so
@@ -42,16 +42,15 @@ STATS = ("norm", "mean", "std", "min", "max", "absmax", "nonfinite", "zero_frac"
 def derive(row: np.ndarray) -> Dict[str, float]:
     """The statistics of one merged raw row (see the module docstring)."""
     n, s, ss, bad, zeros, mx, amax, mn = (float(v) for v in row)
+    nf = n - bad  # finite values: every statistic but ``nonfinite`` is over them
     out = {"norm": math.sqrt(max(ss, 0.0)), "nonfinite": bad}
-    if n > 0:
-        var = (ss - s * s / n) / (n - 1) if n > 1 else math.nan
-        out.update(mean=s / n, std=math.sqrt(max(var, 0.0)) if var == var else math.nan,
-                   zero_frac=zeros / n)
+    if nf > 0:
+        var = (ss - s * s / nf) / (nf - 1) if nf > 1 else math.nan
+        out.update(mean=s / nf, std=math.sqrt(max(var, 0.0)) if var == var else math.nan,
+                   zero_frac=zeros / nf, min=mn, max=mx, absmax=amax)
     else:
-        out.update(mean=math.nan, std=math.nan, zero_frac=math.nan)
-    finite = n - bad > 0
-    out.update(min=mn if finite else math.nan, max=mx if finite else math.nan,
-               absmax=amax if finite else math.nan)
+        out.update(mean=math.nan, std=math.nan, zero_frac=math.nan, min=math.nan, max=math.nan,
+                   absmax=math.nan)
     return out
 
 
