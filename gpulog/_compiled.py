@@ -265,6 +265,50 @@ _LIB.impl("log_scalar", log_scalar, "CompositeExplicitAutograd")
 _LIB.impl("log_histogram", log_histogram, "CompositeExplicitAutograd")
 
 
+# Model watching inside compiled steps (``gpulog.watch``): its hooks become these ops, whose
+# bodies run at every execution of the graph, with the graph's values at that program point (the
+# parameters before the update, the gradients of this step), and do what the eager hooks do.
+def watch_pre(tensors: List[Optional[torch.Tensor]], handle_id: int) -> None:
+    handle = _writer(handle_id)
+    if handle is not None:
+        handle._pre_step([None if t is None else t.detach() for t in tensors])
+
+
+def watch_post(params: List[torch.Tensor], handle_id: int) -> None:
+    handle = _writer(handle_id)
+    if handle is not None:
+        handle._post_step([p.detach() for p in params])
+
+
+def watch_act(value: torch.Tensor, handle_id: int, name: str) -> None:
+    handle = _writer(handle_id)
+    if handle is not None:
+        handle._activation(name, value.detach())
+
+
+_LIB.define("watch_pre(Tensor?[] tensors, int handle_id) -> ()")
+_LIB.define("watch_post(Tensor[] params, int handle_id) -> ()")
+_LIB.define("watch_act(Tensor value, int handle_id, str name) -> ()")
+_LIB.impl("watch_pre", watch_pre, "CompositeExplicitAutograd")
+_LIB.impl("watch_post", watch_post, "CompositeExplicitAutograd")
+_LIB.impl("watch_act", watch_act, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("gpulog::watch_pre", lib=_LIB)
+def _watch_pre_fake(tensors: List[Optional[torch.Tensor]], handle_id: int) -> None:
+    return None
+
+
+@torch.library.register_fake("gpulog::watch_post", lib=_LIB)
+def _watch_post_fake(params: List[torch.Tensor], handle_id: int) -> None:
+    return None
+
+
+@torch.library.register_fake("gpulog::watch_act", lib=_LIB)
+def _watch_act_fake(value: torch.Tensor, handle_id: int, name: str) -> None:
+    return None
+
+
 @torch.library.register_fake("gpulog::log_scalar", lib=_LIB)
 def _log_scalar_fake(value: torch.Tensor, step: Optional[torch.Tensor], tag: str, writer_id: int,
                      new_style: bool, double_precision: bool, reduce: Optional[str] = "mean") -> None:
@@ -284,7 +328,9 @@ def _effectful() -> None:
         from torch._higher_order_ops.effects import _EffectType, _register_effectful_op
     except ImportError:  # older torch: dynamo still keeps calls that return nothing
         return
-    for op in (torch.ops.gpulog.log_scalar.default, torch.ops.gpulog.log_histogram.default):
+    for op in (torch.ops.gpulog.log_scalar.default, torch.ops.gpulog.log_histogram.default,
+               torch.ops.gpulog.watch_pre.default, torch.ops.gpulog.watch_post.default,
+               torch.ops.gpulog.watch_act.default):
         _register_effectful_op(op, _EffectType.ORDERED)
 
 

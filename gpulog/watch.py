@@ -73,6 +73,8 @@ class WatchHandle:
         self._old: Optional[List[torch.Tensor]] = None
         self._acts: Dict[str, List[torch.Tensor]] = {}
         self._hooks: List[Any] = []
+        from . import _registry
+        self._id = _registry.register(self)  # compiled steps find the handle by this number
         modules = dict(model.named_modules())
         for name in activations:
             self._hooks.append(modules[name].register_forward_hook(self._activation_hook(name)))
@@ -105,6 +107,8 @@ class WatchHandle:
 
     # -- hooks ---------------------------------------------------------------------------------
     def _owns(self, optimizer: Any) -> bool:
+        if _compiling():  # no cache update under dynamo: a changed dict would be a recompile
+            return any(id(p) in self._param_set for g in optimizer.param_groups for p in g["params"])
         got = self._owner.get(id(optimizer))
         if got is None:
             got = self._owner[id(optimizer)] = any(
@@ -114,23 +118,59 @@ class WatchHandle:
     def _pre_hook(self, optimizer: Any, *args: Any) -> None:
         if not self._owns(optimizer):
             return
+        if _compiling():
+            # Inside a compiled step: one opaque op with the step's tensors (see _compiled); its
+            # body runs _pre_step at every execution, so nothing here depends on the step count.
+            from . import _compiled  # noqa: F401 - defines the ops
+            torch.ops.gpulog.watch_pre(self._watch_point(), self._id)
+            return
+        self._pre_step(self._watch_point())
+
+    def _post_hook(self, optimizer: Any, *args: Any) -> None:
+        if not self._owns(optimizer):
+            return
+        params = [p for _, p in self._params]
+        if _compiling():
+            from . import _compiled  # noqa: F401
+            torch.ops.gpulog.watch_post(params, self._id)
+            return
+        self._post_step([p.detach() for p in params])
+
+    def _activation_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            t = _first_tensor(output)
+            if t is None or not module.training:
+                return
+            if _compiling():
+                from . import _compiled  # noqa: F401
+                torch.ops.gpulog.watch_act(t, self._id, name)
+                return
+            self._activation(name, t.detach())
+        return hook
+
+    def _watch_point(self) -> List[Optional[torch.Tensor]]:
+        """The watched tensors in pass order (None for a missing gradient)."""
+        return [p if what == "param" else p.grad for what in self._whats for _, p in self._params]
+
+    # -- what the hooks (or their compiled ops) do, at every execution --------------------------
+    def _pre_step(self, tensors: List[Optional[torch.Tensor]]) -> None:
         self._raise_pending()
         k = self.steps
         self.steps += 1
         if k % self._every:
             return
         hist_every = self._hist_every or self._every
-        self._pass(self._current_step(k), with_hist=self._histograms and k % hist_every == 0)
+        self._pass(self._current_step(k), with_hist=self._histograms and k % hist_every == 0,
+                   given=tensors)
         if self._update_ratio:
             # The stated cost: one copy of the watched parameters, on log steps only, freed in
             # the post-hook (the update is new parameters minus these).
             self._old = [p.detach().clone() for _, p in self._params]
 
-    def _post_hook(self, optimizer: Any, *args: Any) -> None:
+    def _post_step(self, params: List[torch.Tensor]) -> None:
         old, self._old = self._old, None
-        if old is None or not self._owns(optimizer):
+        if old is None:
             return
-        params = [p.detach() for _, p in self._params]
         param_sq = torch.stack([torch.linalg.vector_norm(o, dtype=torch.float64) ** 2 for o in old])
         torch._foreach_sub_(old, params)  # old - new = -update, in place: no second copy
         delta_sq = torch.stack([torch.linalg.vector_norm(d, dtype=torch.float64) ** 2 for d in old])
@@ -139,16 +179,12 @@ class WatchHandle:
         self._submit_parts("update_ratio", [delta_sq, param_sq], enc_watch.RATIO_MERGE,
                            enc_watch.ratio_values, (self._prefix, list(self.names)), step)
 
-    def _activation_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
-            if not module.training or self.steps % self._every:
-                return
-            t = _first_tensor(output)
-            if t is None:
-                return
-            rows = red.reduce([t.detach()], self._table_for([t]))
-            self._acts.setdefault(name, []).append(rows)
-        return hook
+    def _activation(self, name: str, t: torch.Tensor) -> None:
+        """A watched module's output on a log step (the step the next optimizer step logs)."""
+        if self.steps % self._every:
+            return
+        rows = red.reduce([t], self._table_for([t]))
+        self._acts.setdefault(name, []).append(rows)
 
     # -- the pass ------------------------------------------------------------------------------
     def _current_step(self, k: Optional[int] = None) -> int:
@@ -163,14 +199,20 @@ class WatchHandle:
             table = self._tables[key] = red.ChunkTable(key)
         return table
 
-    def _pass(self, step: int, with_hist: bool) -> None:
+    def _pass(self, step: int, with_hist: bool, given: Optional[List[Optional[torch.Tensor]]] = None
+              ) -> None:
+        """The fused pass over ``given`` (the watch point's tensors, :meth:`_watch_point` order;
+        default: read them from the model now)."""
+        if given is None:
+            given = self._watch_point()
         names: List[Tuple[str, str]] = []
         tensors: List[torch.Tensor] = []
         counts: List[bool] = []
         sharded = False
+        points = iter(given)
         for what in self._whats:
             for name, p in self._params:
-                t = p if what == "param" else p.grad
+                t = next(points)
                 if t is None:
                     continue
                 local, counted = red.local_part(t.detach())
@@ -287,6 +329,10 @@ class WatchHandle:
         err, self._error = self._error, None
         if err is not None:
             raise err
+
+
+def _compiling() -> bool:
+    return bool(torch.compiler.is_compiling())
 
 
 def _split_then(encode: Any, meta: Tuple[Any, ...], sizes: List[int], flat: np.ndarray) -> List[bytes]:
