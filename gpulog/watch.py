@@ -124,6 +124,9 @@ class WatchHandle:
             from . import _compiled  # noqa: F401 - defines the ops
             torch.ops.gpulog.watch_pre(self._watch_point(), self._id)
             return
+        if self.steps % self._every and self._error is None:
+            self.steps += 1  # an off-step: a counter, nothing else
+            return
         self._pre_step(self._watch_point())
 
     def _post_hook(self, optimizer: Any, *args: Any) -> None:

@@ -268,3 +268,27 @@ def test_three_implementations_agree_with_numpy():
         got = red.reduce_native(ts).numpy()
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
         assert np.array_equal(got[:, [0, 3, 4, 5, 6, 7]], ref[:, [0, 3, 4, 5, 6, 7]])  # exact columns
+
+
+def test_vectorised_statistics_and_fast_values_match_the_reference_encoder():
+    """The writer thread derives all rows at once and frames values from cached tag prefixes:
+    the same numbers as derive() and the same bytes as the protobuf encoder, ±inf beyond float32."""
+    from gpulog._encode import watch as enc
+    from gpulog._proto import messages as m
+    rng = np.random.default_rng(0)
+    rows = []
+    for n, bad in ((10, 0), (5, 5), (1, 0), (0, 0), (1000, 3)):
+        f = rng.normal(size=n - bad) * 1e20
+        rows.append([n, f.sum(), (f * f).sum(), bad, 0, f.max() if f.size else -math.inf,
+                     np.abs(f).max() if f.size else -math.inf, f.min() if f.size else math.inf])
+    rows = np.array(rows)
+    derived = enc.derive_all(rows)
+    for i, row in enumerate(rows):
+        one = enc.derive(row)
+        for stat in enc.STATS:
+            a, b = derived[stat][i], one[stat]
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12), (i, stat)
+    tags = ["grad_norm/a", "param_std/ünï", "x" * 200]
+    vals = np.array([1.5, 1e39, -math.inf])
+    assert enc._simple_values(tags, vals) == [m.summary_value(t, simple_value=float(np.float32(v) if abs(v) < 3.5e38 else math.copysign(math.inf, v)))
+                                              for t, v in zip(tags, vals)]
