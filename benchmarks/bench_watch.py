@@ -72,7 +72,10 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--blocks", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args(argv)
+    if args.device == "cuda":
+        return cuda_main(args.blocks, args.repeats)
     torch.set_num_threads(1)
     import gpulog
     from torch.utils.tensorboard import SummaryWriter as TorchWriter
@@ -159,6 +162,59 @@ def _wandb_step(model: torch.nn.Module, wandb: object, run: object) -> Dict[str,
     with_watch = timed(lambda: (backward(model), run.log({}, commit=True)))  # type: ignore[attr-defined]
     run.unwatch(model)  # type: ignore[attr-defined]
     return {k: with_watch[k] - plain[k] for k in plain}
+
+
+def cuda_main(blocks: int, repeats: int) -> int:
+    """On a GPU: host time of a log step (no sync inside), its device time against one read of
+    every watched byte (``torch._foreach_norm`` over the same tensors: the bandwidth floor of any
+    pass), and the per-tensor ``.item()`` loop, for ``blocks`` x (Linear(256, 256) + LayerNorm)."""
+    import gpulog
+    torch.manual_seed(0)
+    layers: List[torch.nn.Module] = []
+    for _ in range(blocks):
+        layers += [torch.nn.Linear(256, 256), torch.nn.LayerNorm(256)]
+    model = torch.nn.Sequential(*layers).cuda()
+    model(torch.randn(64, 256, device="cuda")).pow(2).mean().backward()
+    tensors = [p.detach() for p in model.parameters()] + [p.grad for p in model.parameters()]
+    nbytes = sum(t.numel() * t.element_size() for t in tensors)
+    with tempfile.TemporaryDirectory() as d:
+        w = gpulog.SummaryWriter(d)
+        handle = w.watch(model, log="all", layout=False,
+                         optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+        for _ in range(3):  # compile the kernel, warm the allocator and the writer
+            handle.log(0)
+        torch.cuda.synchronize()
+        w.flush()
+        rows: Dict[str, List[float]] = {}
+        for rep in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            t0 = time.perf_counter()
+            handle.log(rep)
+            host = (time.perf_counter() - t0) * 1e3
+            end.record()
+            torch.cuda.synchronize()
+            rows.setdefault("gpulog log step: host ms (caller)", []).append(host)
+            rows.setdefault("gpulog log step: device ms", []).append(start.elapsed_time(end))
+            start.record()
+            torch._foreach_norm(tensors)
+            end.record()
+            torch.cuda.synchronize()
+            rows.setdefault("one read of every watched byte (_foreach_norm): device ms", []).append(
+                start.elapsed_time(end))
+            t0 = time.perf_counter()
+            for t in tensors:
+                finite = torch.isfinite(t)
+                f = t[finite]
+                [v.item() for v in (f.norm(), f.mean(), f.std(), f.min(), f.max(), f.abs().max(),
+                                    (~finite).sum(), (f == 0).float().mean())]
+            rows.setdefault("per-tensor loop with .item(): wall ms", []).append((time.perf_counter() - t0) * 1e3)
+        w.close()
+    print(f"{len(tensors)} watched tensors, {nbytes / 1e6:.0f} MB, {torch.cuda.get_device_name()}")
+    for name, v in rows.items():
+        v = sorted(v)
+        print(f"{name:<64} {v[0]:.3g} / {statistics.median(v):.3g} / {v[-1]:.3g}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 # is queued; a tensor from another stream freed right after the call; a CUDA-graph capture while
 # the writer is busy; a clear error for logging during capture; the first-call compile stall,
 # printed as "[compile stall]"; logging inside mode="reduce-overhead" and a manual CUDA-graph
-# capture), the 128M histogram work figures, the GPU benchmarks, then a compiled training step with
-# in-step logging against logging outside it.
+# capture; the watch pass without a sync), the 128M histogram work figures, the GPU benchmarks, a
+# compiled training step with in-step logging against logging outside it, then model watching.
 # Run from the repository root on a machine with CUDA.
 #
 # The device image (Python 3.12) lacks google-crc32c and tensorboardX; carry them as wheels in
@@ -33,3 +33,7 @@ timeout 80 python3 -m benchmarks --device cuda --quick --only scalars --only ten
   --out "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu_bench.log" | tail -30
 timeout 50 python3 -m benchmarks.bench_compiled --device cuda --steps 200 --repeats 2 \
   --out "$OUT/gpu_compiled.json" 2>&1 | tee "$OUT/gpu_compiled.log" | tail -6
+# model watching (issue #20): a log step's host time (no sync), its device time against one read
+# of every watched byte, and the per-tensor .item() loop: 2400 parameters and their gradients
+timeout 45 python3 -m benchmarks.bench_watch --device cuda --blocks 600 --repeats 5 2>&1 \
+  | tee "$OUT/gpu_watch.log" | tail -6

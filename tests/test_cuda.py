@@ -323,3 +323,31 @@ def test_manual_cuda_graph_capture_logs_at_every_replay(tmp_path):
     np.testing.assert_allclose([v for _, v in snap["scalar/mean"]], means, rtol=1e-6)
     assert [step for step, _ in snap["histo/x"]] == list(range(10))
     assert all(h.num == 1024 for _, h in snap["histo/x"])
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_watch_pass_does_not_synchronise_and_matches_the_cpu_pass(tmp_path, monkeypatch, backend):
+    """Issue #20 on a device: 1000+ tensors, the fused pass (kernel, or the torch reference) under
+    sync_debug_mode='error', statistics equal to the same model's on the CPU."""
+    monkeypatch.setenv("GPULOG_BACKEND", backend)
+    monkeypatch.setenv("GPULOG_COMPILE", "inline")  # the kernel itself, not the reference meanwhile
+
+    def run(device: str, d: str):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(*[torch.nn.Linear(32, 32) for _ in range(520)]).to(device)
+        model(torch.randn(4, 32, device=device)).sum().backward()
+        w = gpulog.SummaryWriter(d)
+        h = w.watch(model, log="all", histograms=True)
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            h.log(0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        w.close()
+        return accumulate(d)
+    cpu, cuda = run("cpu", str(tmp_path / "cpu")), run("cuda", str(tmp_path / "cuda"))
+    tags = cpu.Tags()["scalars"]
+    assert len(tags) > 8 * 2080 - 10 and set(tags) == set(cuda.Tags()["scalars"])
+    for tag in tags[::97]:
+        assert cuda.Scalars(tag)[0].value == pytest.approx(cpu.Scalars(tag)[0].value, rel=1e-5, abs=1e-6), tag

@@ -63,8 +63,13 @@ def reduce(tensors: Sequence[torch.Tensor], table: ChunkTable) -> torch.Tensor:
     if not tensors:
         return torch.zeros(0, 8, dtype=torch.float64)
     device = tensors[0].device
-    if device.type == "cuda" and all(t.dtype in KERNEL_DTYPES and t.is_contiguous() for t in tensors):
-        return kernel_or(tensors[0], "watch.stats", reduce_torch)(tensors, table)
+    if device.type == "cuda":
+        from .._transfer import guard_inputs
+        # read on the current stream: a gradient made on another stream and freed right after
+        # (zero_grad(set_to_none=True)) keeps its memory until these reads are done
+        guard_inputs(tensors, torch.cuda.current_stream(device))
+        if all(t.dtype in KERNEL_DTYPES and t.is_contiguous() for t in tensors):
+            return kernel_or(tensors[0], "watch.stats", reduce_torch)(tensors, table)
     if device.type == "cpu" and native() is not None and all(t.dtype in _NATIVE_CODES for t in tensors):
         return reduce_native(tensors)
     return reduce_torch(tensors, table)
