@@ -10,7 +10,10 @@ distributed stage (one packed SUM and one packed MAX collective), by the kind's 
 
 When: the pass runs in an optimizer **step pre-hook** — gradients are final there (after
 gradient accumulation, after DDP's all-reduce and FSDP's reduce-scatter, after ``GradScaler``
-unscaled them) and parameters are those the step is about to update.  (``GradScaler`` skips
+unscaled them) and parameters are those the step is about to update.  A step given a closure
+(``optimizer.step(closure)``: Lightning's automatic optimisation, LBFGS) computes its gradients
+inside ``step()``: the pass then runs right after the closure's first call, still before the
+update.  (``GradScaler`` skips
 ``optimizer.step()`` — and so this hook — on steps whose gradients are not finite; gpulog then
 logs nothing for that step.)  ``every=N`` logs at optimizer steps 0, N, 2N, ...; other steps cost
 one counter increment.  Without an optimizer, call :meth:`WatchHandle.log` where gradients are
@@ -115,9 +118,14 @@ class WatchHandle:
                 id(p) in self._param_set for g in optimizer.param_groups for p in g["params"])
         return got
 
-    def _pre_hook(self, optimizer: Any, *args: Any) -> None:
+    def _pre_hook(self, optimizer: Any, args: Any = (), kwargs: Any = None) -> Any:
         if not self._owns(optimizer):
-            return
+            return None
+        closure = _closure_of(args, kwargs)
+        if closure is not None:
+            # step(closure) computes the gradients inside step() (Lightning's automatic
+            # optimisation, LBFGS): the watch point is right after the closure's first call.
+            return self._wrap_closure(closure, args, kwargs or {})
         if _compiling():
             # Inside a compiled step: one opaque op with the step's tensors (see _compiled); its
             # body runs _pre_step at every execution, so nothing here depends on the step count.
@@ -126,8 +134,23 @@ class WatchHandle:
             return
         if self.steps % self._every and self._error is None:
             self.steps += 1  # an off-step: a counter, nothing else
-            return
+            return None
         self._pre_step(self._watch_point())
+        return None
+
+    def _wrap_closure(self, closure: Callable[[], Any], args: Any, kwargs: Dict[str, Any]) -> Any:
+        first = [True]
+
+        def watched() -> Any:
+            out = closure()
+            if first[0]:  # LBFGS calls the closure several times a step: watch the first
+                first[0] = False
+                self._pre_step(self._watch_point())
+            return out
+        if "closure" in kwargs:
+            return args, dict(kwargs, closure=watched)
+        args = tuple(args)
+        return (args[0], watched, *args[2:]), kwargs
 
     def _post_hook(self, optimizer: Any, *args: Any) -> None:
         if not self._owns(optimizer):
@@ -332,6 +355,15 @@ class WatchHandle:
         err, self._error = self._error, None
         if err is not None:
             raise err
+
+
+def _closure_of(args: Any, kwargs: Any) -> Optional[Callable[[], Any]]:
+    """The closure an ``optimizer.step(closure)`` call was given, if any (torch passes the
+    hooks ``args`` with the optimizer itself first)."""
+    c = (kwargs or {}).get("closure")
+    if c is None and len(args) > 1:
+        c = args[1]
+    return c if callable(c) else None
 
 
 def _compiling() -> bool:

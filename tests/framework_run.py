@@ -2,7 +2,12 @@
 (``--gpulog``) through gpulog via ``gpulog.patch()``; used by test_frameworks.py in subprocesses
 so each run imports the framework fresh.
 
-    python framework_run.py lightning|hf|ignite|accelerate LOGDIR [--gpulog]
+    python framework_run.py lightning|hf|ignite|accelerate LOGDIR [--gpulog] [--watch]
+
+``--watch``: also ``gpulog.SummaryWriter("watch").watch(model, every=2)`` on the framework's model
+(the loop unchanged), and ``watch_oracle.json``: the gradient norms numpy computes in an optimizer
+step *post*-hook of its own (SGD leaves ``.grad`` as the step used it, and after step() a
+closure has run), for the test to compare.
 """
 from __future__ import annotations
 
@@ -15,6 +20,36 @@ if "--gpulog" in sys.argv:
     import gpulog
     gpulog.patch()
 torch.manual_seed(0)
+WATCH = "--watch" in sys.argv
+
+
+def watch(model: torch.nn.Module) -> None:
+    """Watch the model the framework trains, as a user would, without touching the loop."""
+    if not WATCH:
+        return
+    import atexit
+    import json
+
+    import numpy as np
+
+    import gpulog
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    w = gpulog.SummaryWriter("watch")
+    w.watch(model, every=2)
+    seen: list = []
+    params = {id(p) for p in model.parameters()}
+
+    def record(optimizer, args, kwargs):
+        if any(id(p) in params for g in optimizer.param_groups for p in g["params"]):
+            seen.append({n: float(np.linalg.norm(p.grad.detach().double().numpy()))
+                         for n, p in model.named_parameters()})
+    register_optimizer_step_post_hook(record)
+
+    def done() -> None:
+        w.close()
+        with open("watch_oracle.json", "w") as fh:
+            json.dump(seen, fh)
+    atexit.register(done)
 
 
 class Tiny(torch.nn.Module):
@@ -59,7 +94,9 @@ def lightning() -> None:
     trainer = L.Trainer(max_epochs=2, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         devices=1)
-    trainer.fit(Module(), data)
+    module = Module()
+    watch(module)
+    trainer.fit(module, data)
     print("writer:", type(logger.experiment).__module__)
 
 
@@ -90,7 +127,9 @@ def hf() -> None:
                              logging_steps=1, max_steps=6, per_device_train_batch_size=8,
                              use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0,
                              dataloader_num_workers=0)
-    trainer = Trainer(model=Model(), args=args, train_dataset=Data())
+    model = Model()
+    watch(model)
+    trainer = Trainer(model=model, args=args, train_dataset=Data())
     trainer.train()
     cb = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TensorBoardCallback"]
     print("writer:", cb[0]._SummaryWriter.__module__)
@@ -118,6 +157,7 @@ def accelerate() -> None:
     acc = Accelerator(log_with="tensorboard", project_dir=logdir, cpu=True)
     acc.init_trackers("run", config={"lr": 0.05, "batch": 8, "opt": "sgd"})
     model = Tiny()
+    watch(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     model, opt = acc.prepare(model, opt)
     for step in range(6):

@@ -17,10 +17,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TIMING = ("train_runtime", "samples_per_second", "steps_per_second")
 
 
-def _run(tmp_path, framework: str, gpulog: bool) -> str:
+def _run(tmp_path, framework: str, gpulog: bool, *extra: str) -> str:
     cwd = tmp_path / ("gpulog" if gpulog else "torch")
     cwd.mkdir()
-    cmd = [sys.executable, os.path.join(HERE, "framework_run.py"), framework, "logs"]
+    cmd = [sys.executable, os.path.join(HERE, "framework_run.py"), framework, "logs", *extra]
     env = dict(os.environ, PYTHONPATH=HERE, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     env.pop("GPULOG_PATCH", None)
     r = subprocess.run(cmd + (["--gpulog"] if gpulog else []), cwd=cwd, capture_output=True, text=True,
@@ -75,3 +75,22 @@ def test_ignite_with_tensorboardx_installed(tmp_path):
 def test_accelerate_log_with_tensorboard(tmp_path):
     _installed("accelerate")
     _same_logs(_run(tmp_path, "accelerate", False), _run(tmp_path, "accelerate", True))
+
+
+@pytest.mark.parametrize("framework", ["lightning", "hf", "accelerate"])
+def test_watch_under_a_framework_logs_every_other_optimizer_step(tmp_path, framework):
+    """Issue #20: ``watch(model)`` with the framework's loop unchanged: the global optimizer
+    hook finds the framework's optimizer (Lightning's, the HF Trainer's accelerate-wrapped one),
+    and the gradient norms equal numpy's, taken in a step pre-hook of the test's own."""
+    import json
+    _installed({"hf": "transformers"}.get(framework, framework))
+    logs = _run(tmp_path, framework, True, "--watch")
+    cwd = os.path.dirname(logs)
+    oracle = json.load(open(os.path.join(cwd, "watch_oracle.json")))
+    assert len(oracle) >= 6
+    acc = accumulate(os.path.join(cwd, "watch"))
+    for name in oracle[0]:
+        events = acc.Scalars(f"grad_norm/{name}")
+        assert [e.step for e in events] == list(range(0, len(oracle), 2))
+        for e in events:
+            assert e.value == pytest.approx(oracle[e.step][name], rel=1e-6), (name, e.step)

@@ -292,3 +292,33 @@ def test_vectorised_statistics_and_fast_values_match_the_reference_encoder():
     vals = np.array([1.5, 1e39, -math.inf])
     assert enc._simple_values(tags, vals) == [m.summary_value(t, simple_value=float(np.float32(v) if abs(v) < 3.5e38 else math.copysign(math.inf, v)))
                                               for t, v in zip(tags, vals)]
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "lbfgs"])
+def test_a_step_with_a_closure_is_watched_after_the_closure(tmp_path, opt_name):
+    """optimizer.step(closure) (Lightning's automatic optimisation, LBFGS) computes gradients
+    inside step(): watched after the closure's first call, before the update (the gradient of
+    the parameters the step started from, computed here by numpy)."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05) if opt_name == "sgd" else \
+        torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=3)
+    w = gpulog.SummaryWriter(str(tmp_path))
+    w.watch(model, every=1, log="all")
+    g = torch.Generator().manual_seed(4)
+    want = []
+    for step in range(3):
+        x = torch.randn(32, 6, generator=g)
+        probe = _model()
+        probe.load_state_dict(model.state_dict())
+        probe(x).pow(2).mean().backward()
+        want.append(float(np.linalg.norm(probe[0].weight.grad.double().numpy())))
+
+        def closure():
+            opt.zero_grad()
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            return loss
+        opt.step(closure)
+    w.close()
+    got = [e.value for e in accumulate(str(tmp_path)).Scalars("grad_norm/0.weight")]
+    assert got == pytest.approx(want, rel=1e-5)
