@@ -77,6 +77,7 @@ class Sink:
         self.last_write = time.monotonic()
         self.pid = os.getpid()
         self.closed = False
+        self.sentinel: Any = None      # _nonfinite.Sentinel of the writer, if on_nonfinite is set
 
     def _open_fd(self) -> int:
         """Writer thread: this file's descriptor, (re)opened through the LRU."""
@@ -295,6 +296,8 @@ class Engine:
                             not (nxt[3] is None or nxt[3].__class__ is int):
                         break
                     batch.append(popleft())
+                if sink.sentinel is not None:
+                    sink.sentinel.scalars(sink, batch)
                 sink.pending.extend(frame_batch(batch, 0, len(batch)))
                 dirty[id(sink)] = sink
                 if len(sink.pending) >= sink.max_queue:
@@ -323,6 +326,8 @@ class Engine:
                         parked[id(sink)] = collections.deque((item,))
                         continue
                     step = step.value()  # a CUDA step, staged at the call
+                if sink.sentinel is not None:
+                    sink.sentinel.scalars(sink, ((sink, tag, value, step, wall),))
                 sink.pending.append(frame(scalar_event(tag, value, step, wall)))
                 dirty[id(sink)] = sink
                 if len(sink.pending) >= sink.max_queue:
@@ -369,6 +374,8 @@ class Engine:
             sink, tag, value, step, wall = item
             if step is not None and step.__class__ is not int:
                 step = step.value()
+            if sink.sentinel is not None:
+                sink.sentinel.scalars(sink, ((sink, tag, value, step, wall),))
             sink.pending.append(frame(scalar_event(tag, value, step, wall)))
         elif cls is Item:
             sink = item.sink
@@ -377,7 +384,10 @@ class Engine:
                 if step is not None and step.__class__ is not int:
                     step = step.value()
                 staged = item.staged
-                out = item.encode(*item.meta, *(staged.result() if staged is not None else ()))
+                arrays = staged.result() if staged is not None else ()
+                if sink.sentinel is not None and item.kind in _CHECKED:
+                    _check_nonfinite(sink, item, step, arrays)
+                out = item.encode(*item.meta, *arrays)
                 if item.out is FILES:
                     return item.nbytes
                 if item.out is EVENTS:
@@ -447,6 +457,28 @@ class Engine:
 
 
 BATCH = 1024  # scalar items framed per native call
+_CHECKED = ("scalar", "histogram")  # kinds whose values on_nonfinite checks
+
+
+def _check_nonfinite(sink: Sink, item: Item, step: Any, arrays: Any) -> None:
+    """``on_nonfinite`` for a scalar or histogram item: its staged arrays and float arguments
+    (a scalar's value, a histogram's min/max/sums) hold a NaN or ±inf?"""
+    tag = item.tag
+    if tag in sink.sentinel.seen:
+        return
+    import numpy as np
+    for a in (*arrays, *item.meta):
+        if isinstance(a, float):
+            bad = None if a == a and a not in (float("inf"), float("-inf")) else a
+        elif isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
+            flat = a.reshape(-1)
+            where = np.flatnonzero(~np.isfinite(flat))
+            bad = float(flat[where[0]]) if where.size else None
+        else:
+            continue
+        if bad is not None:
+            sink.sentinel.report(sink, tag, step, item.wall, bad)
+            return
 
 
 def _native_framer() -> Any:

@@ -103,7 +103,52 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    for line in watch_summary(rows, args.logdir):
+        print(line)
     return 0
+
+
+def _full_text(logdir: str, run: str, tag: str) -> Optional[str]:
+    """The whole text of ``tag``'s first value in ``run`` (the table shows 40 characters)."""
+    from ._encode import text as enc_text
+    from .reader import iter_events, runs
+    for f in runs(logdir).get(run, []):
+        for ev in iter_events(f, check_crc=True):
+            for v in ev.values:
+                if v.tag == tag:
+                    return str(enc_text.parse(v)["text"])
+    return None
+
+
+def watch_summary(rows: List[Tuple[str, str, str, object, object, object]], logdir: str,
+                  top: int = 5) -> List[str]:
+    """For runs written by ``SummaryWriter.watch``: the watched tensors with the largest last
+    gradient norms, and the first non-finite record."""
+    out: List[str] = []
+    for run in dict.fromkeys(r[0] for r in rows):
+        norms = []
+        first = None
+        for r_run, tag, kind, _, step, last in rows:
+            if r_run != run:
+                continue
+            if tag.endswith("first_nonfinite/text_summary"):
+                first = f"{_full_text(logdir, run, tag) or last} (logged at step {step})"
+            elif kind == "scalar" and "grad_norm/" in tag and not tag.endswith("total_grad_norm"):
+                try:
+                    norms.append((float(str(last)), tag.split("grad_norm/", 1)[1], step))
+                except ValueError:
+                    continue
+        if not norms and first is None:
+            continue
+        out.append("")
+        out.append(f"watched model, run {run!r}:")
+        if norms:
+            finite = sorted((n for n in norms if n[0] == n[0]), reverse=True)
+            out.append(f"  largest gradient norms (last step), {min(top, len(finite))} of {len(norms)} tensors:")
+            for value, name, step in finite[:top]:
+                out.append(f"    {name}: {value:.6g} at step {step}")
+        out.append(f"  first non-finite: {first or 'none logged'}")
+    return out
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -52,7 +52,8 @@ class FileWriter:
 
     def __init__(self, log_dir: Any, max_queue: int = 10, flush_secs: float = 120,
                  filename_suffix: str = "", *, flush_timeout: float = 60.0,
-                 _purge_step: Optional[int] = None) -> None:
+                 _purge_step: Optional[int] = None, _sentinel: Any = None) -> None:
+        self._sentinel = _sentinel  # SummaryWriter(on_nonfinite=...): checked on the writer thread
         try:
             max_queue = _inputs.positive(max_queue, "max_queue", integer=True)
             flush_secs = _inputs.positive(flush_secs, "flush_secs")
@@ -92,6 +93,7 @@ class FileWriter:
             header.append(m.event(now, purge_step, file_version=m.FILE_VERSION))
             header.append(m.event(now, purge_step, session_log_status=m.SESSION_START))
         sink.header = frame(header[0])
+        sink.sentinel = self._sentinel
         self._handoff.put_urgent(Item("header", "FileWriter", None, None, now, sink, _as_events,
                                       (header,), out=EVENTS))
         self._sink = sink
@@ -277,7 +279,11 @@ class _NullEvent:
 
 
 def _raise_stored(err: BaseException, path: str) -> None:
-    """Re-raise a write error the writer thread met, on the caller's thread, chained to it."""
+    """Re-raise a write error the writer thread met, on the caller's thread, chained to it.
+    Errors that are not I/O errors (``on_nonfinite``'s ``FloatingPointError``, a callback's own)
+    are raised as they are."""
+    if not isinstance(err, OSError):
+        raise err
     code = getattr(err, "errno", None)
     raise WriterError(code, f"gpulog's writer could not write ({getattr(err, 'strerror', None) or err}); "
                       "the records not written are kept and retried", path) from err

@@ -42,7 +42,8 @@ class SummaryWriter:
                  filename_suffix: str = "", *, logdir: Optional[Union[str, os.PathLike]] = None,
                  distributed: bool = False, distributed_sync_secs: float = 1.0,
                  distributed_timeout: float = 60.0, system_metrics: bool = False,
-                 system_metrics_interval: float = 10.0, flush_timeout: float = 60.0) -> None:
+                 system_metrics_interval: float = 10.0, flush_timeout: float = 60.0,
+                 on_nonfinite: Any = None) -> None:
         if log_dir is None:
             log_dir = logdir
         if not log_dir:
@@ -62,6 +63,10 @@ class SummaryWriter:
         self.all_writers: Optional[Dict[str, FileWriter]] = None
         self._fw_lock = threading.Lock()
         self._exit_hook: Any = None
+        self._sentinel: Any = None
+        if on_nonfinite is not None:
+            from ._nonfinite import check_policy
+            check_policy(on_nonfinite)
         # A constant that graphs compiled around add_* carry to find this writer at run time.
         self._writer_id = _registry.register(self)
         # Where data is reduced and who writes it: this process, or rank 0 of a merge (_stage).
@@ -69,6 +74,9 @@ class SummaryWriter:
         if distributed:
             from .distributed import RankContext
             self._stage = RankContext(distributed_sync_secs, distributed_timeout, self._submit_reduced)
+        if on_nonfinite is not None:
+            from ._nonfinite import Sentinel
+            self._sentinel = Sentinel(on_nonfinite, _process_rank())
         self._get_file_writer()
         self._sampler = None
         if system_metrics:
@@ -105,7 +113,8 @@ class SummaryWriter:
             from .distributed.lifecycle import NullFileWriter
             return cast(FileWriter, NullFileWriter(path))
         return FileWriter(path, self.max_queue, self.flush_secs, self.filename_suffix,
-                          flush_timeout=self.flush_timeout, _purge_step=purge_step)
+                          flush_timeout=self.flush_timeout, _purge_step=purge_step,
+                          _sentinel=self._sentinel)
 
     def _submit_reduced(self, items: List[Any]) -> None:
         """Rank 0: queue one sync point's reduced items (for this run's files and sub-runs)."""
@@ -236,7 +245,7 @@ class SummaryWriter:
         _check_sub_run(run_name, "run_name")
         logdir = os.path.join(self._get_file_writer().get_logdir(), run_name)
         fw = FileWriter(logdir, self.max_queue, self.flush_secs, self.filename_suffix,
-                        flush_timeout=self.flush_timeout)
+                        flush_timeout=self.flush_timeout, _sentinel=self._sentinel)
         red.submit(fw, hparams, metrics, hparam_domain_discrete, step)
         fw.close_async()
 
@@ -490,6 +499,14 @@ class SummaryWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _process_rank() -> Optional[int]:
+    """This process's rank in torch.distributed, or None (for on_nonfinite's reports)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return None
 
 
 def _load_onnx(onnx: Any, prototxt: Any) -> Any:

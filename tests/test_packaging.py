@@ -11,7 +11,8 @@ import pytest
 import gpulog
 
 PKG = pathlib.Path(gpulog.__file__).parent
-HOST_SIDE = ["_proto", "_encode", "_record.py", "_crc32c.py", "_handoff.py", "_worker.py", "reader.py"]
+HOST_SIDE = ["_proto", "_encode", "_record.py", "_crc32c.py", "_handoff.py", "_worker.py", "reader.py",
+             "_item.py", "_nonfinite.py", "_registry.py", "_lifecycle.py", "cli.py"]
 
 
 def test_gpulog_kernels_imports_and_top_level_kernels_does_not():

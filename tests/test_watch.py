@@ -322,3 +322,27 @@ def test_a_step_with_a_closure_is_watched_after_the_closure(tmp_path, opt_name):
     w.close()
     got = [e.value for e in accumulate(str(tmp_path)).Scalars("grad_norm/0.weight")]
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_inspect_shows_the_largest_gradient_norms_and_the_first_nonfinite(tmp_path):
+    import subprocess
+    import sys
+    model = _model()
+    w = gpulog.SummaryWriter(str(tmp_path))
+    w.watch(model, every=1)
+    seen: List[Dict[str, np.ndarray]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _train(model, 3, seen, poison=_poison_at(2, "4.weight"))
+    w.close()
+    r = subprocess.run([sys.executable, "-c", "import sys; from gpulog.cli import main; sys.exit(main())",
+                        "inspect", str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    tail = r.stdout.split("watched model, run '.':")[1]
+    norms = {n: float(np.linalg.norm(seen[2][f"grad/{n}"][np.isfinite(seen[2][f"grad/{n}"])].astype(np.float64)))
+             for n, _ in model.named_parameters()}
+    largest = max(norms, key=norms.get)
+    listed = [line.split(":")[0].strip() for line in tail.splitlines() if line.endswith(" at step 2")]
+    assert listed[0] == largest and len(listed) == 5
+    assert "first non-finite: gpulog.watch: first non-finite values at step 2: the gradient of '4.weight'" in tail
