@@ -181,6 +181,7 @@ class WatchHandle:
     # -- what the hooks (or their compiled ops) do, at every execution --------------------------
     def _pre_step(self, tensors: List[Optional[torch.Tensor]]) -> None:
         self._raise_pending()
+        _not_capturing(tensors)
         k = self.steps
         self.steps += 1
         if k % self._every:
@@ -355,6 +356,20 @@ class WatchHandle:
         err, self._error = self._error, None
         if err is not None:
             raise err
+
+
+def _not_capturing(tensors: Sequence[Optional[torch.Tensor]]) -> None:
+    """A watched step captured into a CUDA graph: a clear error at capture time.  The pass stages
+    its result from the host (pinned memory, an event), which a replay would not repeat; a
+    device-gated pass that one graph could serve for log and off steps is not built yet."""
+    t = next((t for t in tensors if t is not None), None)
+    if t is not None and t.is_cuda:
+        from ._transfer import capturing
+        if capturing():
+            raise RuntimeError("SummaryWriter.watch: the watched optimizer step is being captured into "
+                               "a CUDA graph, which watch does not support yet (a replay would not "
+                               "log); watch the step outside the graph, or call handle.remove() "
+                               "before capturing")
 
 
 def _closure_of(args: Any, kwargs: Any) -> Optional[Callable[[], Any]]:

@@ -284,7 +284,8 @@ class SyncProbe(TorchDispatchMode):
         if pin and isinstance(out, torch.Tensor):
             PROBE.pinned.add(out.untyped_storage().data_ptr())
         if name.endswith("_") and func._schema.is_mutable:
-            return args[0]  # in-place: the caller's (possibly FakeCuda) tensor
+            # in-place: the caller's (possibly FakeCuda) tensor; in-place foreach ops return nothing
+            return args[0] if func._schema.returns else None
         if "out" in kwargs:
             return kwargs["out"]
         if result_dev:

@@ -662,9 +662,21 @@ def test_watch_pass_has_no_host_wait_and_logs_what_cpu_logs(tmp_path, monkeypatc
     def run(name: str, T: Callable[[torch.Tensor], torch.Tensor]) -> str:
         d = str(tmp_path / name)
         w = gpulog.SummaryWriter(d)
-        h = w.watch(_watched_model(T), log="all", histograms=True, on_nonfinite=None)
+        model = _watched_model(T)
+        h = w.watch(model, log="all", histograms=True, on_nonfinite=None, update_ratio=True,
+                    activations=["0"])
         h.log(0)
         h.log(1)
+        # a whole watched step through the hooks: activation, pass, the update, the ratio
+        model.train()
+        with torch.no_grad():  # (autograd through stand-in parameters aborts in torch's C++)
+            model(T(torch.ones(3, 5)))
+        params = [p for _, p in h._params]
+        h._pre_step(h._watch_point())
+        with torch.no_grad():
+            for p in params:
+                p.add_(T(torch.full(p.shape, 0.01)))
+        h._post_step([p.detach() for p in params])
         syncprobe.PROBE.local.strict = False
         w.close()
         assert h.first_nonfinite is not None and h.first_nonfinite["name"] == "0.bias"
@@ -710,3 +722,18 @@ def test_watch_kernel_launch_code_has_no_host_wait(monkeypatch):
         syncs = list(probe.syncs)
     assert not syncs, f"{len(syncs)} host waits; first:\n{syncs[0]}"
     assert torch.equal(got.elem if isinstance(got, syncprobe.FakeCuda) else got, ref)
+
+
+def test_a_watched_step_captured_into_a_cuda_graph_is_a_clear_error(tmp_path, monkeypatch):
+    """watch() cannot yet serve a CUDA graph's replays: capturing a watched step raises at capture
+    time, naming the way out, and nothing was queued on the captured stream."""
+    with syncprobe.installed(monkeypatch):
+        w = gpulog.SummaryWriter(str(tmp_path))
+        h = w.watch(_watched_model(fake), log="all", on_nonfinite=None)
+        with syncprobe.capturing():
+            with pytest.raises(RuntimeError, match="captured into a CUDA graph.*handle.remove"):
+                h._pre_step(h._watch_point())
+        h.log(0)  # outside the capture: works
+        syncprobe.PROBE.local.strict = False
+        w.close()
+    assert [step for step, _ in run_snapshots(str(tmp_path))["."]["scalar/grad_norm/0.weight"]] == [0]
