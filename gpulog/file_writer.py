@@ -147,7 +147,7 @@ class FileWriter:
         sink = self._sink
         if sink is None:
             sink = self._live_sink()
-        self._handoff.put((sink, tag, value, step, wall))
+        self._handoff.put((sink.key, tag, value, step, wall))
         if sink.error is not None:
             self._report(sink)
 
