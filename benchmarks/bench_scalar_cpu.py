@@ -6,7 +6,10 @@ calls plus ``close()``, per value, beside the caller's wall time per call.
 Each measurement runs in a fresh interpreter (no thread or allocator state carried over), and the
 writers are alternated within each repeat: gpulog (scalar records framed in C), gpulog with the
 Python framing (the fallback), torch's writer (100k calls only: 1M would take ~40 s a run).
-``float``: ``add_scalar(tag, python_float, step)``; ``tensor``: a 0-d CPU tensor.
+``float``: ``add_scalar(tag, python_float, step)``; ``tensor``: a 0-d CPU tensor.  Each child runs
+``gc.collect()`` after its imports and before timing: a fresh interpreter owes torch's import one
+full collection (~100 ms on this VM) that would otherwise land in a 100k-call window; a training
+process has long paid it.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ CHILD = textwrap.dedent("""
             _worker._native_framer = lambda: None
     values = [torch.tensor(float(i % 100)) for i in range(100)] if kind == "tensor" else [float(i) for i in range(100)]
     w = SummaryWriter(logdir, max_queue=1000, flush_secs=3600)
+    import gc; gc.collect()  # the imports' objects: one ~100 ms full collection, paid once per process
     r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
     for i in range(n):
         w.add_scalar("loss", values[i % 100], i)

@@ -30,6 +30,11 @@
  *   gpulog/_encode/scalar.py's scalar_event + _record.frame produce (tests/test_wire.py).
  *   Values beyond float32 become +-inf, as protobuf stores them.
  *
+ * drain_scalars(first, items, popleft, key, limit) -> (bytes, count)
+ *   The writer's hot loop: ``first`` and the scalar items of the same sink key that follow it at
+ *   the head of the deque ``items`` (popped with ``popleft``), at most ``limit``, framed as
+ *   frame_scalars frames them, joined into one bytes (whole records, in order).
+ *
  * watch_stats(arrays, codes, out, nthreads) -> None
  *   arrays: a list of 1-D buffers, codes: one char per array ('f' float32, 'd' float64, 'e'
  *   float16 and 'b' bfloat16, both passed as 2-byte integers); out: float64[len(arrays) * 8],
@@ -534,6 +539,63 @@ static Py_ssize_t put_varint(uint8_t *out, uint64_t v) {
     return n;
 }
 
+/* One framed TFRecord of Event{wall_time, step, summary{value{tag, simple_value}}} for a scalar
+ * item (key, tag, value, step, wall), appended to the growable buffer (*buf, *len, *cap).
+ * Returns 0, or -1 with a Python error set. */
+static int frame_record(PyObject *it, uint8_t **buf, Py_ssize_t *len, Py_ssize_t *cap) {
+    if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 5) {
+        PyErr_SetString(PyExc_TypeError, "a scalar item is a 5-tuple");
+        return -1;
+    }
+    Py_ssize_t tag_len;
+    const char *tag = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(it, 1), &tag_len);
+    if (!tag) return -1;
+    double value = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 2));
+    if (value == -1.0 && PyErr_Occurred()) return -1;
+    PyObject *step_obj = PyTuple_GET_ITEM(it, 3);
+    int64_t step = 0;
+    if (step_obj != Py_None) {
+        step = PyLong_AsLongLong(step_obj);
+        if (step == -1 && PyErr_Occurred()) return -1;
+    }
+    double wall = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 4));
+    if (wall == -1.0 && PyErr_Occurred()) return -1;
+    float f = (float)value;  /* beyond float32: +-inf, as protobuf stores it */
+    /* Value{1: tag, 2: float} */
+    uint8_t lenbuf[10];
+    Py_ssize_t tl = put_varint(lenbuf, (uint64_t)tag_len);
+    Py_ssize_t val_len = (tag_len ? 1 + tl + tag_len : 0) + 5;  /* "" is proto3's default: omitted */
+    Py_ssize_t vl = put_varint(lenbuf, (uint64_t)val_len);
+    Py_ssize_t sum_len = 1 + vl + val_len;
+    Py_ssize_t sl = put_varint(lenbuf, (uint64_t)sum_len);
+    uint8_t stepbuf[10];
+    Py_ssize_t stl = step != 0 ? put_varint(stepbuf, (uint64_t)step) : 0;
+    Py_ssize_t ev_len = (wall != 0.0 ? 9 : 0) + (step != 0 ? 1 + stl : 0) + 1 + sl + sum_len;
+    Py_ssize_t total = 12 + ev_len + 4;
+    if (*len + total > *cap) {
+        Py_ssize_t want = *cap ? *cap * 2 : 4096;
+        while (want < *len + total) want *= 2;
+        uint8_t *grown = realloc(*buf, (size_t)want);
+        if (!grown) { PyErr_NoMemory(); return -1; }
+        *buf = grown; *cap = want;
+    }
+    uint8_t *rec = *buf + *len;
+    uint8_t *p = rec + 12;
+    if (wall != 0.0) { *p++ = 0x09; memcpy(p, &wall, 8); p += 8; }
+    if (step != 0) { *p++ = 0x10; memcpy(p, stepbuf, (size_t)stl); p += stl; }
+    *p++ = 0x2a; p += put_varint(p, (uint64_t)sum_len);
+    *p++ = 0x0a; p += put_varint(p, (uint64_t)val_len);
+    if (tag_len) { *p++ = 0x0a; p += put_varint(p, (uint64_t)tag_len); memcpy(p, tag, (size_t)tag_len); p += tag_len; }
+    *p++ = 0x15; memcpy(p, &f, 4); p += 4;
+    uint64_t n64 = (uint64_t)ev_len;
+    memcpy(rec, &n64, 8);
+    uint32_t c1 = masked(crc32c(rec, 8)), c2 = masked(crc32c(rec + 12, ev_len));
+    memcpy(rec + 8, &c1, 4);
+    memcpy(rec + 12 + ev_len, &c2, 4);
+    *len += total;
+    return 0;
+}
+
 static PyObject *frame_scalars(PyObject *self, PyObject *args) {
     PyObject *items;
     Py_ssize_t start, stop;
@@ -543,63 +605,63 @@ static PyObject *frame_scalars(PyObject *self, PyObject *args) {
     if (!seq) return NULL;
     if (stop > PySequence_Fast_GET_SIZE(seq)) stop = PySequence_Fast_GET_SIZE(seq);
     PyObject *out = PyList_New(0);
-    uint8_t small[512];
+    uint8_t *buf = NULL;
+    Py_ssize_t cap = 0;
     for (Py_ssize_t i = start; out && i < stop; i++) {
-        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 5) {
-            PyErr_SetString(PyExc_TypeError, "a scalar item is a 5-tuple"); goto fail;
-        }
-        Py_ssize_t tag_len;
-        const char *tag = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(it, 1), &tag_len);
-        if (!tag) goto fail;
-        double value = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 2));
-        if (value == -1.0 && PyErr_Occurred()) goto fail;
-        PyObject *step_obj = PyTuple_GET_ITEM(it, 3);
-        int64_t step = 0;
-        if (step_obj != Py_None) {
-            step = PyLong_AsLongLong(step_obj);
-            if (step == -1 && PyErr_Occurred()) goto fail;
-        }
-        double wall = PyFloat_AsDouble(PyTuple_GET_ITEM(it, 4));
-        if (wall == -1.0 && PyErr_Occurred()) goto fail;
-        float f = (float)value;  /* beyond float32: +-inf, as protobuf stores it */
-        /* Value{1: tag, 2: float} */
-        uint8_t lenbuf[10];
-        Py_ssize_t tl = put_varint(lenbuf, (uint64_t)tag_len);
-        Py_ssize_t val_len = (tag_len ? 1 + tl + tag_len : 0) + 5;  /* "" is proto3's default: omitted */
-        Py_ssize_t vl = put_varint(lenbuf, (uint64_t)val_len);
-        Py_ssize_t sum_len = 1 + vl + val_len;
-        Py_ssize_t sl = put_varint(lenbuf, (uint64_t)sum_len);
-        Py_ssize_t ev_len = (wall != 0.0 ? 9 : 0) + (step != 0 ? 1 + (step < 0 ? 10 : 0) : 0) + 1 + sl + sum_len;
-        uint8_t stepbuf[10];
-        Py_ssize_t stl = 0;
-        if (step != 0) { stl = put_varint(stepbuf, (uint64_t)step); ev_len = (wall != 0.0 ? 9 : 0) + 1 + stl + 1 + sl + sum_len; }
-        Py_ssize_t total = 12 + ev_len + 4;
-        uint8_t *buf = total <= (Py_ssize_t)sizeof small ? small : malloc((size_t)total);
-        if (!buf) { PyErr_NoMemory(); goto fail; }
-        uint8_t *p = buf + 12;
-        if (wall != 0.0) { *p++ = 0x09; memcpy(p, &wall, 8); p += 8; }
-        if (step != 0) { *p++ = 0x10; memcpy(p, stepbuf, (size_t)stl); p += stl; }
-        *p++ = 0x2a; p += put_varint(p, (uint64_t)sum_len);
-        *p++ = 0x0a; p += put_varint(p, (uint64_t)val_len);
-        if (tag_len) { *p++ = 0x0a; p += put_varint(p, (uint64_t)tag_len); memcpy(p, tag, (size_t)tag_len); p += tag_len; }
-        *p++ = 0x15; memcpy(p, &f, 4); p += 4;
-        uint64_t n64 = (uint64_t)ev_len;
-        memcpy(buf, &n64, 8);
-        uint32_t c1 = masked(crc32c(buf, 8)), c2 = masked(crc32c(buf + 12, ev_len));
-        memcpy(buf + 8, &c1, 4);
-        memcpy(buf + 12 + ev_len, &c2, 4);
-        PyObject *rec = PyBytes_FromStringAndSize((const char *)buf, total);
-        if (buf != small) free(buf);
+        Py_ssize_t len = 0;
+        if (frame_record(PySequence_Fast_GET_ITEM(seq, i), &buf, &len, &cap) < 0) goto fail;
+        PyObject *rec = PyBytes_FromStringAndSize((const char *)buf, len);
         if (!rec || PyList_Append(out, rec) < 0) { Py_XDECREF(rec); goto fail; }
         Py_DECREF(rec);
     }
+    free(buf);
     Py_DECREF(seq);
     return out;
 fail:
+    free(buf);
     Py_XDECREF(out);
     Py_DECREF(seq);
     return NULL;
+}
+
+/* drain_scalars(first, items, popleft, key, limit) -> (bytes, count)
+ * The writer's run of scalar items for one event file, framed into one bytes object: ``first``
+ * (already popped), then items[0] popped while it is a scalar item of the same ``key`` with a
+ * None or int step, at most ``limit`` items in all.  Only the writer thread pops, so peeking at
+ * items[0] while producers append at the other end is safe. */
+static PyObject *drain_scalars(PyObject *self, PyObject *args) {
+    PyObject *first, *items, *popleft;
+    long long key;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOLn", &first, &items, &popleft, &key, &limit)) return NULL;
+    if (!crc_ready) crc_init();
+    uint8_t *buf = NULL;
+    Py_ssize_t len = 0, cap = 0, count = 0;
+    if (frame_record(first, &buf, &len, &cap) < 0) { free(buf); return NULL; }
+    count = 1;
+    while (count < limit && PySequence_Size(items) > 0) {
+        PyObject *nxt = PySequence_GetItem(items, 0);
+        if (!nxt) { free(buf); return NULL; }
+        int same = PyTuple_CheckExact(nxt) && PyTuple_GET_SIZE(nxt) == 5;
+        if (same) {
+            PyObject *k = PyTuple_GET_ITEM(nxt, 0), *st = PyTuple_GET_ITEM(nxt, 3);
+            same = PyLong_CheckExact(k) && PyLong_AsLongLong(k) == key &&
+                   (st == Py_None || PyLong_CheckExact(st));
+            if (PyErr_Occurred()) PyErr_Clear();
+        }
+        Py_DECREF(nxt);
+        if (!same) break;
+        PyObject *it = PyObject_CallNoArgs(popleft);
+        if (!it) { free(buf); return NULL; }
+        int bad = frame_record(it, &buf, &len, &cap);
+        Py_DECREF(it);
+        if (bad < 0) { free(buf); return NULL; }
+        count++;
+    }
+    PyObject *blob = PyBytes_FromStringAndSize((const char *)buf, len);
+    free(buf);
+    if (!blob) return NULL;
+    return Py_BuildValue("(Nn)", blob, count);
 }
 
 /* ---- watch_stats ---------------------------------------------------------------------------- */
@@ -687,6 +749,7 @@ static PyMethodDef methods[] = {
     {"pr_binary", pr_binary, METH_VARARGS, "PR-curve bucket counts for 0/1 labels."},
     {"scan_scalars", scan_scalars, METH_VARARGS, "Scalars of one event file's bytes, into arrays."},
     {"frame_scalars", frame_scalars, METH_VARARGS, "Framed scalar event records, one C call per batch."},
+    {"drain_scalars", drain_scalars, METH_VARARGS, "A run of one file's scalar items, popped and framed into one bytes."},
     {"watch_stats", watch_stats, METH_VARARGS, "Raw moments of many tensors in one call (model watching)."},
     {NULL, NULL, 0, NULL},
 };

@@ -288,6 +288,7 @@ class Engine:
         dirty = self._dirty
         parked = self._parked
         frame_batch = _native_framer()
+        drain = _native_drainer() if frame_batch is not None else None
         released = 0
         checked = started = time.monotonic()
         n = checked_n = 0
@@ -305,20 +306,29 @@ class Engine:
                 if sink is None:
                     _lost(item)
                     continue
-                batch = [item]
-                while items and len(batch) < BATCH:
-                    nxt = items[0]
-                    if nxt.__class__ is not tuple or nxt[0] != key or \
-                            not (nxt[3] is None or nxt[3].__class__ is int):
-                        break
-                    batch.append(popleft())
-                if sink.sentinel is not None:
-                    sink.sentinel.scalars(sink, batch)
-                sink.pending.extend(frame_batch(batch, 0, len(batch)))
-                dirty[id(sink)] = sink
-                if len(sink.pending) >= sink.max_queue:
-                    sink.write_pending()
-                n += len(batch)
+                if sink.sentinel is None and drain is not None:
+                    # popped and framed in C into one bytes of whole records
+                    blob, count = drain(item, items, popleft, key, BATCH)
+                    sink.pending.append(blob)
+                    dirty[id(sink)] = sink
+                    if count >= sink.max_queue or len(sink.pending) >= sink.max_queue:
+                        sink.write_pending()
+                    n += count
+                else:
+                    batch = [item]
+                    while items and len(batch) < BATCH:
+                        nxt = items[0]
+                        if nxt.__class__ is not tuple or nxt[0] != key or \
+                                not (nxt[3] is None or nxt[3].__class__ is int):
+                            break
+                        batch.append(popleft())
+                    if sink.sentinel is not None:
+                        sink.sentinel.scalars(sink, batch)
+                    sink.pending.extend(frame_batch(batch, 0, len(batch)))
+                    dirty[id(sink)] = sink
+                    if len(sink.pending) >= sink.max_queue:
+                        sink.write_pending()
+                    n += len(batch)
                 if n - checked_n >= 1024:
                     checked_n = n
                     now = time.monotonic()
@@ -503,6 +513,15 @@ def _check_nonfinite(sink: Sink, item: Item, step: Any, arrays: Any) -> None:
         if bad is not None:
             sink.sentinel.report(sink, tag, step, item.wall, bad)
             return
+
+
+def _native_drainer() -> Any:
+    """``gpulog._native.drain_scalars`` (pops and frames a run in C), else None."""
+    try:
+        from ._native import drain_scalars  # type: ignore[attr-defined]
+        return drain_scalars
+    except ImportError:
+        return None
 
 
 def _native_framer() -> Any:
