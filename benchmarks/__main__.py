@@ -273,6 +273,27 @@ class Bench:
             for row in json.load(f)["rows"]:
                 self.emit(row["figure"], row["writer"], row["value"], row["unit"])
 
+    def launch(self) -> None:
+        """The launch-bound CPU step (``bench_launch_bound``): 60 tiny ops, 20 tensor scalars
+        logged a step, writers alternated round by round, in a fresh interpreter."""
+        import subprocess
+        rounds, steps = (3, 500) if self.quick else (5, 2000)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_launch_bound", "--json",
+                               "--rounds", str(rounds), "--steps", str(steps)], cwd=root,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the launch-bound benchmark failed:\n{proc.stderr[-3000:]}")
+        times = json.loads(proc.stdout.strip().splitlines()[-1])
+        base = statistics.median(times.pop("none"))
+        self.emit("launch_bound.no_logging", "-", base * 1e6, "us/step")
+        for name, ts in times.items():
+            over = [(t / base - 1) * 100 for t in ts]
+            self.emit("launch_bound.20_tensor_scalars.overhead", "tbx" if name == "tensorboardX" else name,
+                      statistics.median(over), "%", spread=(min(over), max(over)))
+            print(f"  launch-bound overhead {name}: min {min(over):+.1f} / median "
+                  f"{statistics.median(over):+.1f} / max {max(over):+.1f} %")
+
     def distributed(self) -> None:
         """gloo processes on CPU in steady state (>= 20 sync points): overhead over no logging,
         collectives per step, bytes per sync point (gpulog only); then an 8-rank correctness run."""
@@ -324,12 +345,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
-    ap.add_argument("--only", choices=["scalars", "tensors", "work", "loop", "distributed"], action="append")
+    ap.add_argument("--only", choices=["scalars", "tensors", "work", "loop", "launch", "distributed"],
+                    action="append")
     ap.add_argument("--out", default="benchmarks/out/results.json")
     args = ap.parse_args(argv)
     b = Bench(args.device, args.quick)
     try:
-        parts = args.only or ["scalars", "tensors", "work", "loop", "distributed"]
+        parts = args.only or ["scalars", "tensors", "work", "loop", "launch", "distributed"]
         for part in parts:
             getattr(b, "loop_in_fresh_process" if part == "loop" and len(parts) > 1 else part)()
     finally:

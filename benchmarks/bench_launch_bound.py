@@ -47,11 +47,8 @@ def run(writer: Optional[Any], steps: int) -> float:
     return dt
 
 
-def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=2000)
-    args = ap.parse_args(argv)
+def measure(rounds: int, steps: int) -> Dict[str, List[float]]:
+    """Seconds per step of each writer ("none": no logging), one entry per round."""
     torch.set_num_threads(1)
     import gc
     import gpulog
@@ -66,12 +63,27 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     times: Dict[str, List[float]] = {"none": []}
     gc.collect()
     with tempfile.TemporaryDirectory() as d:
-        for r in range(args.rounds):
-            times["none"].append(run(None, args.steps))
+        for r in range(rounds):
+            times["none"].append(run(None, steps))
             for name, make in makers.items():
                 w = make(f"{d}/{name}{r}")
-                times.setdefault(name, []).append(run(w, args.steps))
+                times.setdefault(name, []).append(run(w, steps))
                 w.close()
+    return times
+
+
+def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--json", action="store_true", help="print the raw times as JSON")
+    args = ap.parse_args(argv)
+    times = measure(args.rounds, args.steps)
+    if args.json:
+        import json
+        print(json.dumps(times))
+        return 0
+    makers = [k for k in times if k != "none"]
     base = statistics.median(times["none"])
     print(f"launch-bound step: 60 ops on 64 floats, 20 tensor scalars logged a step, {args.steps} steps x "
           f"{args.rounds} rounds, torch {torch.__version__}")
