@@ -46,3 +46,41 @@ def test_bad_scalars():
         c.stage(torch.ones(2))
     with pytest.raises(TypeError, match="real"):
         c.stage(torch.tensor(1 + 1j))
+
+
+def test_many_producers_and_concurrent_seals_keep_every_value():
+    """Issue #21: the slot write takes no lock; producers on 4 threads while another thread seals
+    every open batch in a loop (what flush() and the writer do): each staged value reads back
+    as the one given at its call — none lost to a seal that missed its slot."""
+    import sys
+    c = red.Coalescer()
+    out = {}
+    stop = threading.Event()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: hit the races
+
+    def producer(t: int) -> None:
+        refs = []
+        for i in range(3000):
+            refs.append((t * 10000 + i, c.stage(torch.tensor(float(t * 10000 + i), dtype=torch.float64))))
+        out[t] = refs
+
+    def sealer() -> None:
+        while not stop.is_set():
+            c.seal_all()
+
+    try:
+        s = threading.Thread(target=sealer)
+        s.start()
+        ps = [threading.Thread(target=producer, args=(t,)) for t in range(4)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        stop.set()
+        s.join()
+    finally:
+        sys.setswitchinterval(old)
+    c.seal_all()
+    for t, refs in out.items():
+        assert [float(r.result()[0][0]) for _, r in refs] == [float(v) for v, _ in refs], t

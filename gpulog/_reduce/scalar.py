@@ -1,8 +1,9 @@
 """Device scalars, coalesced: many ``add_scalar(cuda_tensor)`` calls share one device→host copy.
 
 Data contract: each call copies its one-element tensor into the next float64 slot of a batch
-buffer on the tensor's device, ordered on the caller's current stream (one small kernel; this
-snapshot fixes the value at call time even if the caller mutates or frees the tensor next).  A
+buffer on the tensor's device, ordered on the caller's current stream (one small kernel, and no
+lock: see ``Coalescer``; this snapshot fixes the value at call time even if the caller mutates or
+frees the tensor next).  A
 batch is *sealed* — one ``non_blocking`` copy of its filled slots into pinned memory, then one
 CUDA event — on the caller's thread: when it is full, when it is older than ``MAX_AGE_S``, when
 the writer has asked for it (it reached one of its items), and at ``flush()``/``close()``.  The
@@ -31,12 +32,14 @@ IDLE_S = 0.2       # the writer seals a requested batch itself after the caller 
 
 
 class Batch:
-    __slots__ = ("device_buf", "used", "staged", "lock", "stream", "born", "wanted",
-                 "wanted_at", "sealed")
+    __slots__ = ("device_buf", "used", "count", "closing", "staged", "lock", "stream", "born",
+                 "wanted", "wanted_at", "sealed")
 
     def __init__(self, device: torch.device, stream: Any) -> None:
         self.device_buf = torch.empty(SLOTS, dtype=torch.float64, device=device)
-        self.used = 0
+        self.used = 0            # slots written (only the batch's own thread advances it)
+        self.count = 0           # slots the seal copied
+        self.closing = False     # set before the seal reads ``used`` (see Coalescer)
         self.staged: Any = None  # once sealed: a DeviceStaged copy of the filled slots (CPU: Ready)
         self.lock = threading.Lock()
         self.stream = stream
@@ -49,9 +52,10 @@ class Batch:
         """Queue the copy of the filled slots to the host (caller holds ``lock``)."""
         if self.sealed.is_set():
             return
-        src = self.device_buf[: self.used]
+        self.closing = True  # first: a slot counted after this line is seen as missed
+        self.count = self.used
+        src = self.device_buf[: self.count]
         self.staged = DeviceStaged([src], self.stream) if src.is_cuda else Ready((src.clone(),))
-        self.device_buf = None  # type: ignore[assignment]  # the staging holds the slots now
         self.sealed.set()
 
     def ready(self) -> bool:
@@ -87,11 +91,19 @@ def _slot(batch: Batch, index: int) -> Tuple[np.ndarray]:
 
 
 class Coalescer:
-    """Open batches per (device, stream); thread-safe."""
+    """Open batches per (thread, device, stream).
+
+    The common path takes no lock: each thread writes only its own batches, and writes a slot
+    *before* counting it (``used``), and a seal — by the thread itself, by ``flush()`` on another
+    thread, or by the writer — sets ``closing`` before it reads ``used``, so it copies only slots
+    whose copy was queued before it; a value that finds ``closing`` set with ``count <= index``
+    (the seal may have missed it) is written again into a new batch.  Sealing takes the batch's
+    lock (once per batch)."""
 
     def __init__(self) -> None:
-        self._open: Dict[Tuple[Any, ...], Batch] = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._open: "list[Batch]" = []   # every thread's batches not yet sealed, for seal_all
+        self._lock = threading.Lock()    # guards _open (a new batch, seal_all)
 
     def stage(self, value: torch.Tensor) -> Deferred:
         _inputs.one_element(value, "scalar_value")
@@ -104,24 +116,36 @@ class Coalescer:
             stream = torch.cuda.current_stream(value.device)
             guard_inputs((value,), stream)
         key = (value.device, None if stream is None else stream.cuda_stream)
-        with self._lock:
-            batch = self._open.get(key)
-            if batch is None or batch.sealed.is_set():
-                batch = self._open[key] = Batch(value.device, stream)
+        mine = getattr(self._local, "batches", None)
+        if mine is None:
+            mine = self._local.batches = {}
+        src = value.detach().reshape(())
+        while True:
+            batch = mine.get(key)
+            if batch is None or batch.closing:
+                batch = mine[key] = self._new_batch(value.device, stream)
+            index = batch.used
+            batch.device_buf[index].copy_(src)  # the slot first ...
+            batch.used = index + 1              # ... then it counts
+            if not batch.closing or index < batch.count:
+                break
+            # a seal by another thread began before this slot counted: write it again
+        if index + 1 == SLOTS or batch.wanted or time.monotonic() - batch.born > MAX_AGE_S:
             with batch.lock:
-                if batch.sealed.is_set():  # sealed by the writer between the two locks
-                    batch = self._open[key] = Batch(value.device, stream)
-                index = batch.used
-                batch.device_buf[index].copy_(value.detach().reshape(()))
-                batch.used += 1
-                if batch.used == SLOTS or batch.wanted or time.monotonic() - batch.born > MAX_AGE_S:
-                    batch.seal_locked()
+                batch.seal_locked()
         return Deferred(_slot, (batch, index), ready=batch.ready)
 
-    def seal_all(self) -> None:
-        """Seal every open batch (the caller's thread, at flush/close)."""
+    def _new_batch(self, device: torch.device, stream: Any) -> Batch:
+        batch = Batch(device, stream)
         with self._lock:
-            batches = list(self._open.values())
+            self._open = [b for b in self._open if not b.sealed.is_set()]
+            self._open.append(batch)
+        return batch
+
+    def seal_all(self) -> None:
+        """Seal every open batch of every thread (the caller's thread, at flush/close)."""
+        with self._lock:
+            batches = list(self._open)
         for batch in batches:
             with batch.lock:
                 if batch.used:
