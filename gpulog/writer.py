@@ -176,6 +176,31 @@ class SummaryWriter:
         else:
             stage.scalar(fw, tag, scalar_value, global_step, wall, reduce, new_style, double_precision)
 
+    def add_scalar_batch(self, tags: Sequence[str], values: Any, global_step: Optional[int] = None,
+                         walltime: Optional[float] = None) -> None:
+        """Many scalars of one step from one tensor: ``values[i]`` is logged under ``tags[i]``,
+        as ``add_scalar(tags[i], values[i], global_step)`` would log it (gpulog only; torch's
+        writer has no such method).  A CUDA tensor crosses to the host in **one** asynchronous
+        copy (no kernel, no sync): the way to log dozens of device metrics of a step with one
+        device operation, e.g. ``w.add_scalar_batch(names, torch.stack(metrics), step)``.
+
+        Args:
+            tags: one str per value.
+            values: a 1-D tensor (any real dtype, CPU or CUDA), numpy array or sequence of numbers
+                with ``len(tags)`` elements.
+        """
+        if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
+            raise TypeError(f"tags must be a list or tuple of str, got {type(tags).__name__}")
+        tags = [_inputs.check_tag(t, f"tags[{i}]") for i, t in enumerate(tags)]
+        if _IS_COMPILING() or not self._stage.local:
+            for i, tag in enumerate(tags):  # one op each when compiling; merged per tag when distributed
+                self.add_scalar(tag, values[i], global_step, walltime)
+            return
+        from ._reduce import scalar as red_scalar
+        prep = red_scalar.prepare_batch(tags, values)
+        self._get_file_writer().submit(prep.encode, prep.args, to_step(global_step), to_walltime(walltime),
+                                       prep.nbytes, prep.staged, method="add_scalar_batch")
+
     def add_scalars(self, main_tag: str, tag_scalar_dict: Dict[str, Any],
                     global_step: Optional[int] = None, walltime: Optional[float] = None,
                     *, reduce: Optional[str] = _MEAN) -> None:

@@ -77,3 +77,39 @@ def test_queued_scalar_items_are_not_tracked_by_the_cyclic_gc(tmp_path):
     release.set()
     w.close()
     assert [e.step for e in accumulate(str(tmp_path)).Scalars("loss")] == list(range(500))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                                   torch.bool])
+def test_add_scalar_batch_logs_what_add_scalar_logs(tmp_path, dtype):
+    g = torch.Generator().manual_seed(2)
+    values = (torch.randn(7, generator=g) * 100).to(dtype)
+    tags = [f"m/{i}" for i in range(7)]
+    one, batch = str(tmp_path / "one"), str(tmp_path / "batch")
+    w = gpulog.SummaryWriter(one)
+    for t, v in zip(tags, values):
+        w.add_scalar(t, v, 3)
+    w.close()
+    w = gpulog.SummaryWriter(batch)
+    w.add_scalar_batch(tags, values, 3)
+    values.fill_(0)  # the values at the call were taken
+    w.close()
+    a, b = accumulate(one), accumulate(batch)
+    for t in tags:
+        assert [(e.step, e.value) for e in a.Scalars(t)] == [(e.step, e.value) for e in b.Scalars(t)]
+
+
+@pytest.mark.parametrize("tags,values,exc,needle", [
+    ("loss", torch.ones(1), TypeError, "tags must be a list"),
+    (["a", "b"], torch.ones(3), ValueError, "one element per tag"),
+    (["a"], torch.ones(1, 1), ValueError, "1-D"),
+    (["a"], torch.ones(1, dtype=torch.complex64), TypeError, "real"),
+    (["a", 5], torch.ones(2), TypeError, r"tags\[1\]"),
+])
+def test_add_scalar_batch_bad_input_at_the_call(tmp_path, tags, values, exc, needle):
+    w = gpulog.SummaryWriter(str(tmp_path))
+    with pytest.raises(exc, match=needle):
+        w.add_scalar_batch(tags, values, 0)
+    w.add_scalar_batch(["ok"], [1.5], 0)
+    w.close()
+    assert [e.value for e in accumulate(str(tmp_path)).Scalars("ok")] == [1.5]

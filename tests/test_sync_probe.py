@@ -737,3 +737,30 @@ def test_a_watched_step_captured_into_a_cuda_graph_is_a_clear_error(tmp_path, mo
         syncprobe.PROBE.local.strict = False
         w.close()
     assert [step for step, _ in run_snapshots(str(tmp_path))["."]["scalar/grad_norm/0.weight"]] == [0]
+
+
+def test_add_scalar_batch_of_a_cuda_tensor_is_one_copy_and_no_wait(tmp_path, monkeypatch):
+    """Issue #21: many device scalars of one step cross in one asynchronous copy, no kernel."""
+    want = str(tmp_path / "cpu")
+    w = gpulog.SummaryWriter(want)
+    vals = torch.randn(40)
+    w.add_scalar_batch([f"m{i}" for i in range(40)], vals, 1)
+    w.close()
+    from gpulog import _transfer
+    made = []
+    real_init = _transfer.DeviceStaged.__init__
+
+    def counting(self, values, stream=None):
+        made.append([v for v in values if isinstance(v, torch.Tensor) and v.is_cuda])
+        real_init(self, values, stream)
+    monkeypatch.setattr(_transfer.DeviceStaged, "__init__", counting)
+    with syncprobe.installed(monkeypatch) as probe:
+        got = str(tmp_path / "cuda")
+        w = gpulog.SummaryWriter(got)
+        w.add_scalar_batch([f"m{i}" for i in range(40)], fake(vals), 1)
+        assert [len(m) for m in made] == [1] and made[0][0].shape == (40,)  # one copy of the 40
+        syncprobe.PROBE.local.strict = False
+        w.close()
+        syncs = list(probe.syncs)
+    assert not syncs, syncs[:1]
+    assert_same(run_snapshots(want)["."], run_snapshots(got)["."])

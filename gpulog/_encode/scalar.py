@@ -83,3 +83,15 @@ def parse(value: Any) -> Dict[str, float]:
 
 def describe(parsed: Dict[str, float]) -> str:
     return f"{parsed['value']:.6g}"
+
+
+def batch(tags: List[str], values: np.ndarray) -> List[bytes]:
+    """``add_scalar_batch``: one simple_value per tag (the values of one step, in one event)."""
+    vals = np.asarray(values).astype(np.float64).reshape(-1)
+    return [m.summary_value(tag, simple_value=float(v)) for tag, v in zip(tags, vals)]
+
+
+def batch_from_bf16_bits(tags: List[str], bits: np.ndarray) -> List[bytes]:
+    """:func:`batch` of bfloat16 values passed as their int16 bits (numpy has no bfloat16)."""
+    wide = (np.asarray(bits).astype(np.int16).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return batch(tags, wide)

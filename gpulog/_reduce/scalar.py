@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -176,3 +176,30 @@ def stage(value: torch.Tensor) -> Deferred:
             if _coalescer is None:
                 _coalescer = Coalescer()
     return _coalescer.stage(value)
+
+
+def prepare_batch(tags: Sequence[str], values: Any) -> Any:
+    """``add_scalar_batch``: a 1-D real tensor of ``len(tags)`` values, staged as it is (its own
+    dtype: the conversion to float runs on the writer thread, so a CUDA tensor costs one copy and
+    no kernel); host values converted now."""
+    from .._encode import scalar as enc_scalar
+    from ._backend import staged
+    if _inputs.is_tensor(values):
+        t = _inputs.local(values.detach(), "values")
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in _REAL_INT):
+            raise TypeError(f"values must be a real tensor, got {t.dtype}")
+    else:
+        arr = _inputs.to_numpy(values, "values")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+            raise TypeError(f"values must be real numbers, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.array(arr, dtype=np.float64, copy=True))
+    if t.dim() != 1 or t.shape[0] != len(tags):
+        raise ValueError(f"values must be 1-D with one element per tag ({len(tags)}), got shape "
+                         f"{tuple(t.shape)}; e.g. torch.stack(metrics)")
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)  # numpy has no bfloat16: widened on the writer thread
+        return staged(enc_scalar.batch_from_bf16_bits, (list(tags),), [t if t.is_cuda else t.clone()])
+    return staged(enc_scalar.batch, (list(tags),), [t if t.is_cuda else t.clone()])
+
+
+_REAL_INT = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
