@@ -12,7 +12,10 @@
  *   counts[2k + label] += 1.  Returns False, leaving counts untouched, if a label is not 0 or 1
  *   (the caller then takes the general weighted path).
  *
- * scan_scalars(data, check_crc) -> (tags, tag_ids, steps, values, problems, consumed)
+ * scan_scalars(data, check_crc, others=None) -> (tags, tag_ids, steps, values, problems, consumed)
+ *   others: a list to which the payload of every valid event holding anything but scalars
+ *   (another Event field, a non-scalar value) is appended, for the Python decoder (gpulog
+ *   inspect reads a log dir this way: only those events are decoded in Python).
  *   data: a stretch of an event file starting at a record boundary; ``consumed`` is where the
  *   first incomplete record starts (the caller continues from there with more data).  Reads TFRecords (masked CRC-32C checked when check_crc)
  *   and, in each Event, every Summary.Value that is a scalar: simple_value, or a new-style
@@ -429,8 +432,11 @@ static int push(scalars_out *o, int32_t tag, int64_t step, double v) {
     return 1;
 }
 
-/* One Event: its scalars appended (tags interned in `tags`); 0 = not a valid event, -1 = error. */
-static int scan_event(const uint8_t *p, const uint8_t *end, PyObject *tags, PyObject *index, scalars_out *o) {
+/* One Event: its scalars appended (tags interned in `tags`); 0 = not a valid event, -1 = error.
+ * *other is set when the event holds anything else (another field than wall_time, step and
+ * summary, or a summary value that is not a scalar). */
+static int scan_event(const uint8_t *p, const uint8_t *end, PyObject *tags, PyObject *index, scalars_out *o,
+                      int *other) {
     uint64_t key, step = 0;
     const uint8_t *sum_a = NULL, *sum_b = NULL, *a, *b;
     while (p < end) {
@@ -438,7 +444,7 @@ static int scan_event(const uint8_t *p, const uint8_t *end, PyObject *tags, PyOb
         int f = (int)(key >> 3), wt = (int)(key & 7);
         if (f == 2 && wt == 0) { if (!varint(&p, end, &step)) return 0; }
         else if (f == 5 && wt == 2) { if (!len_field(&p, end, &sum_a, &sum_b)) return 0; }
-        else if (!skip_field(&p, end, wt)) return 0;
+        else { if (f != 1) *other = 1; if (!skip_field(&p, end, wt)) return 0; }
     }
     if (!sum_a) return 1;
     Py_ssize_t mark = o->n;
@@ -462,7 +468,7 @@ static int scan_event(const uint8_t *p, const uint8_t *end, PyObject *tags, PyOb
         int is_scalar = simple;
         if (!simple && ten_a && md_a && is_scalars_plugin(md_a, md_b) && tensor_scalar(ten_a, ten_b, &v))
             is_scalar = 1;
-        if (!is_scalar) continue;
+        if (!is_scalar) { *other = 1; continue; }
         PyObject *t = PyUnicode_DecodeUTF8((const char *)(tag_a ? tag_a : (const uint8_t *)""),
                                            tag_a ? tag_b - tag_a : 0, "strict");
         if (!t) { PyErr_Clear(); goto bad; }
@@ -490,7 +496,13 @@ bad:
 static PyObject *scan_scalars(PyObject *self, PyObject *args) {
     Py_buffer buf;
     int check = 1;
-    if (!PyArg_ParseTuple(args, "y*|p", &buf, &check)) return NULL;
+    PyObject *others = Py_None;
+    if (!PyArg_ParseTuple(args, "y*|pO", &buf, &check, &others)) return NULL;
+    if (others != Py_None && !PyList_Check(others)) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_TypeError, "others must be a list or None");
+        return NULL;
+    }
     if (!crc_ready) crc_init();
     const uint8_t *data = buf.buf;
     Py_ssize_t n = buf.len, pos = 0;
@@ -510,9 +522,15 @@ static PyObject *scan_scalars(PyObject *self, PyObject *args) {
         int kind = -1;
         if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) kind = 1;
         else {
-            int r = scan_event(payload, payload + len, tags, index, &o);
+            int other = 0;
+            int r = scan_event(payload, payload + len, tags, index, &o, &other);
             if (r < 0) goto done;
             if (r == 0) kind = 2;
+            else if (other && others != Py_None) {  /* the whole event, for the Python decoder */
+                PyObject *ev = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)len);
+                if (!ev || PyList_Append(others, ev) < 0) { Py_XDECREF(ev); goto done; }
+                Py_DECREF(ev);
+            }
         }
         if (kind >= 0) {
             PyObject *pr = Py_BuildValue("(ni)", pos, kind);

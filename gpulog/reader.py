@@ -9,7 +9,7 @@ and everything around it is kept (a damaged length stops that file).  Torch-free
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -160,23 +160,32 @@ _PROBLEMS = {0: "corrupt record length at offset {pos}; the rest of this file is
 def _scan_scalars(path: str) -> Any:
     """(tags, tag ids, steps, values) of every scalar of the run at ``path``, by the native scan
     (``gpulog/_native.c``: ``scan_scalars``), or None without the extension."""
+    return scan_files(event_files(path), _fs(path))
+
+
+def scan_files(files: List[str], fs: Any, others: Optional[List[Tuple[str, bytes]]] = None) -> Any:
+    """:func:`_scan_scalars` of the given event files; ``others``: a list that receives
+    ``(file, event payload)`` of every event holding more than scalars (for ``gpulog inspect``,
+    which decodes only those in Python).  None without the native extension."""
     try:
         from . import _native
         scan = _native.scan_scalars
     except (ImportError, AttributeError):
         return None
     import warnings
-    fs = _fs(path)
     index: Dict[str, int] = {}
     ids, steps, values = [], [], []
-    for f in event_files(path):
+    for f in files:
         with fs.open(f, "rb") as fh:
             buf, base, more = b"", 0, True
             while more:
                 chunk = fh.read(SCAN_CHUNK)
                 more = bool(chunk)
                 buf += chunk
-                file_tags, tag_ids, file_steps, file_values, problems, consumed = scan(buf, True)
+                found: Optional[List[bytes]] = [] if others is not None else None
+                file_tags, tag_ids, file_steps, file_values, problems, consumed = scan(buf, True, found)
+                if found:
+                    others.extend((f, payload) for payload in found)  # type: ignore[union-attr]
                 for pos, kind in problems:
                     warnings.warn(f"{f}: " + _PROBLEMS[kind].format(pos=base + pos), CorruptRecordWarning,
                                   stacklevel=3)

@@ -253,3 +253,34 @@ def test_native_scan_skips_damage_like_the_python_decoder(tmp_path, seed, monkey
         python = _python_scalars(tmp_path)
     assert native == python
     assert [str(w.message) for w in native_w] == [str(w.message) for w in python_w]
+
+
+def test_inspect_with_the_native_scan_lists_what_the_python_decoder_lists(tmp_path, monkeypatch):
+    """Issue #21: gpulog inspect counts scalars from the C scan and decodes only the other events
+    in Python; every row (count, last step, last value, for every kind) equals the Python path's,
+    damaged records included."""
+    import torch
+    from gpulog import cli, reader
+    if reader.scan_files([], None) is None:
+        pytest.skip("no native extension")
+    w = gpulog.SummaryWriter(str(tmp_path))
+    for i in range(60):
+        w.add_scalar("loss", 1.0 / (i + 1), i)
+        w.add_scalar("lr", 0.1, i, new_style=True, double_precision=True)
+        if i % 10 == 0:
+            w.add_histogram("h", torch.randn(100), i)
+            w.add_text("t", f"step {i}", i)
+            w.add_image("img", torch.rand(3, 4, 4), i)
+    w.add_scalars("grp", {"a": 1.0, "b": 2.0}, 3)
+    w.add_graph(torch.nn.Linear(2, 1), torch.randn(1, 2))
+    w.close()
+    f = reader.event_files(str(tmp_path))[0]
+    data = bytearray(open(f, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # one damaged record
+    open(f, "wb").write(bytes(data))
+    with pytest.warns(reader.CorruptRecordWarning):
+        native = cli.inspect_rows(str(tmp_path))
+    monkeypatch.setattr(reader, "scan_files", lambda files, fs, others=None: None)
+    with pytest.warns(reader.CorruptRecordWarning):
+        python = cli.inspect_rows(str(tmp_path))
+    assert native == python and len(native) >= 9
