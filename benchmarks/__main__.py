@@ -119,6 +119,29 @@ class Bench:
                     self.emit(f"scalar.{kind}.cpu_us", name, cpu / n * 1e6, "us/value, all threads")
                 self.emit(f"scalar.{kind}.e2e_per_s", name, n / t_all, "events/s")
                 self.emit(f"scalar.{kind}.caller_us", name, t_call / n * 1e6, "us/call")
+        # 20 tensor scalars of one step: 20 add_scalar calls against one add_scalar_batch (gpulog
+        # only; on CUDA one copy and no kernel), host time per step
+        values = [torch.tensor(float(k), device=self.device) for k in range(20)]
+        tags = [f"m/{k}" for k in range(20)]
+        steps = max(1, n // 20)
+        for mode in ("20 calls", "batch"):
+            if mode == "batch" and "gpulog" not in self.W:
+                continue
+            names = ["gpulog"] if mode == "batch" else list(self.W)
+            for name in names:
+                w = self.W[name](os.path.join(self.tmp, f"s20_{mode[:5]}_{name}"), max_queue=1000)
+                self.sync()
+                t = time.perf_counter()
+                for i in range(steps):
+                    if mode == "batch":
+                        w.add_scalar_batch(tags, torch.stack(values), i)
+                    else:
+                        for tag, v in zip(tags, values):
+                            w.add_scalar(tag, v, i)
+                t_call = time.perf_counter() - t
+                w.close()
+                self.emit(f"scalar.20_per_step.{mode.replace(' ', '_')}.caller_us", name,
+                          t_call / steps * 1e6, "us/step")
 
     def tensors(self) -> None:
         d = self.device

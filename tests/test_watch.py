@@ -290,7 +290,8 @@ def test_vectorised_statistics_and_fast_values_match_the_reference_encoder():
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12), (i, stat)
     tags = ["grad_norm/a", "param_std/ünï", "x" * 200]
     vals = np.array([1.5, 1e39, -math.inf])
-    assert enc._simple_values(tags, vals) == [m.summary_value(t, simple_value=float(np.float32(v) if abs(v) < 3.5e38 else math.copysign(math.inf, v)))
+    from gpulog._encode import scalar as enc_scalar
+    assert enc_scalar.simple_values(tags, vals) == [m.summary_value(t, simple_value=float(np.float32(v) if abs(v) < 3.5e38 else math.copysign(math.inf, v)))
                                               for t, v in zip(tags, vals)]
 
 

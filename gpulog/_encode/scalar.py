@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -85,10 +85,29 @@ def describe(parsed: Dict[str, float]) -> str:
     return f"{parsed['value']:.6g}"
 
 
+_prefixes: Dict[str, bytes] = {}
+
+
+def _value_prefix(tag: str) -> bytes:
+    """``Summary.Value{1: tag, 2: <float32 follows>}``'s bytes before the value (cached)."""
+    p = _prefixes.get(tag)
+    if p is None:
+        p = m.summary_value(tag, simple_value=0.0)[:-4]
+        if len(_prefixes) < 1 << 20:
+            _prefixes[tag] = p
+    return p
+
+
+def simple_values(tags: Sequence[str], vals: np.ndarray) -> List[bytes]:
+    """One simple_value per tag: float32 as protobuf stores it (beyond its range: ±inf)."""
+    with np.errstate(over="ignore"):
+        raw = np.asarray(vals, dtype=np.float64).astype("<f4").tobytes()
+    return [_value_prefix(t) + raw[4 * i:4 * i + 4] for i, t in enumerate(tags)]
+
+
 def batch(tags: List[str], values: np.ndarray) -> List[bytes]:
     """``add_scalar_batch``: one simple_value per tag (the values of one step, in one event)."""
-    vals = np.asarray(values).astype(np.float64).reshape(-1)
-    return [m.summary_value(tag, simple_value=float(v)) for tag, v in zip(tags, vals)]
+    return simple_values(tags, np.asarray(values).astype(np.float64).reshape(-1))
 
 
 def batch_from_bf16_bits(tags: List[str], bits: np.ndarray) -> List[bytes]:

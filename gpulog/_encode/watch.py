@@ -32,6 +32,7 @@ import numpy as np
 
 from .._proto import messages as m
 from . import histogram as enc_histogram
+from . import scalar as enc_scalar
 
 RAW = ("count", "sum", "sum_squares", "nonfinite", "zeros", "max", "absmax", "min")
 N_SUM = 5   # the first five columns add up across shards; then two maxima and one minimum
@@ -98,26 +99,6 @@ def derive_all(rows: np.ndarray) -> Dict[str, np.ndarray]:
                 "zero_frac": np.where(some, zeros / nf, np.nan)}
 
 
-_prefixes: Dict[str, bytes] = {}
-
-
-def _value_prefix(tag: str) -> bytes:
-    """``Summary.Value{1: tag, 2: <float32 follows>}``'s bytes before the value (cached)."""
-    p = _prefixes.get(tag)
-    if p is None:
-        p = m.summary_value(tag, simple_value=0.0)[:-4]
-        if len(_prefixes) < 1 << 20:
-            _prefixes[tag] = p
-    return p
-
-
-def _simple_values(tags: Sequence[str], vals: np.ndarray) -> List[bytes]:
-    """One simple_value per tag: float32 as protobuf stores it (beyond its range: ±inf)."""
-    with np.errstate(over="ignore"):
-        raw = np.asarray(vals, dtype=np.float64).astype("<f4").tobytes()
-    return [_value_prefix(t) + raw[4 * i:4 * i + 4] for i, t in enumerate(tags)]
-
-
 def values(names: Sequence[Tuple[str, str]], stats: Sequence[str], prefix: str,
            rows: np.ndarray) -> List[bytes]:
     """The scalar statistics of each row, then the total norms of parameters and gradients."""
@@ -125,7 +106,8 @@ def values(names: Sequence[Tuple[str, str]], stats: Sequence[str], prefix: str,
     if len(names):
         derived = derive_all(rows)
         for stat in stats:
-            out += _simple_values([f"{prefix}{what}_{stat}/{name}" for what, name in names], derived[stat])
+            out += enc_scalar.simple_values([f"{prefix}{what}_{stat}/{name}" for what, name in names],
+                                            derived[stat])
     for what in ("grad", "param"):
         sq = [max(float(r[2]), 0.0) for (w, _), r in zip(names, rows) if w == what]
         if sq:
