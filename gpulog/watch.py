@@ -91,9 +91,6 @@ class WatchHandle:
             self._hooks.append(register_optimizer_step_pre_hook(self._pre_hook))
             if update_ratio:
                 self._hooks.append(register_optimizer_step_post_hook(self._post_hook))
-        if layout and writer._stage.writes:
-            writer.add_custom_scalars(enc_watch.layout(prefix, self._whats + (("act",) if activations else ()),
-                                                       self._stats))
 
     # -- public --------------------------------------------------------------------------------
     def remove(self) -> None:
@@ -485,8 +482,15 @@ def watch(writer: Any, model: Any, *, log: str = "gradients", every: int = 100,
         raise ValueError("no parameter of the model matches include/exclude: nothing to watch "
                          f"(parameters: {[n for n, _ in model.named_parameters()][:5]}...)")
     sharded = [n for n, p in handle._params if getattr(p, "placements", None) is not None]
+    if sharded and update_ratio:
+        handle.remove()
+        raise ValueError(f"update_ratio=True is not supported for sharded parameters yet ({sharded[:3]} "
+                         "are DTensors); watch them without it")
     if sharded and writer._stage.local:
         handle.remove()
         raise ValueError(f"parameters {sharded[:3]} are DTensors (sharded): their statistics need every "
                          "rank's shard; build the writer with SummaryWriter(..., distributed=True)")
+    if layout and writer._stage.writes:  # only once every check passed: a refused watch writes nothing
+        whats = handle._whats + (("act",) if activations else ())
+        writer.add_custom_scalars(enc_watch.layout(prefix, whats, handle._stats))
     return handle

@@ -62,6 +62,7 @@ def test_watch_across_ranks_equals_the_unsharded_computation(tmp_path, scenario)
     if scenario == "dtensor":
         # per log step: the header, one packed SUM and one packed MAX, on every rank
         assert all(r["collectives"] == [3, 3] for r in results), [r["collectives"] for r in results]
+        assert all("update_ratio=True is not supported for sharded" in r["update_ratio_error"] for r in results)
     else:
         assert all(r["collectives"] == [0, 0] for r in results), [r["collectives"] for r in results]
     first = results[0]["first_nonfinite"]

@@ -48,6 +48,11 @@ def run(rank: int, world: int, port: int, logdir: str, scenario: str, out: str) 
                     mod._parameters[name] = torch.nn.Parameter(
                         distribute_tensor(p.detach(), mesh, placements[full]))
         w = gpulog.SummaryWriter(logdir, distributed=True)
+        if scenario == "dtensor":
+            try:  # not built yet for shards: a clear error at the call, on every rank
+                w.watch(m, update_ratio=True)
+            except ValueError as err:
+                result["update_ratio_error"] = str(err)
         h = w.watch(m, log="all", every=1, histograms=True, on_nonfinite=None)
         collectives = []
         for step in range(2):
