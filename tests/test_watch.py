@@ -245,7 +245,9 @@ def test_bad_arguments_raise_at_the_call_and_nothing_is_hooked(tmp_path, kwargs,
     assert len(_global_optimizer_pre_hooks) == before
     w.add_scalar("after", 1.0, 0)  # the writer keeps working
     w.close()
-    assert [e.value for e in accumulate(str(tmp_path)).Scalars("after")] == [1.0]
+    acc = accumulate(str(tmp_path))
+    assert [e.value for e in acc.Scalars("after")] == [1.0]
+    assert "custom_scalars__config__" not in acc.Tags()["tensors"]  # a refused watch wrote nothing
 
 
 def test_three_implementations_agree_with_numpy():
