@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Dict, Optional, Sequence, Set
+from typing import Any, Dict, Optional, Sequence, Set
 
 POLICIES = ("warn", "raise")
 
@@ -65,18 +65,3 @@ class Sentinel:
                 policy(dict(info))
             except Exception as err:  # noqa: BLE001 - raised on the training thread
                 sink.set_error(err)
-
-
-def histogram_value(stats: Any) -> Optional[float]:
-    """The non-finite min or max of a histogram's ``[min, max, ...]`` stats, or None."""
-    try:
-        lo, hi = float(stats[0]), float(stats[1])
-    except (TypeError, IndexError, ValueError):
-        return None
-    for v in (lo, hi):
-        if not math.isfinite(v):
-            return v
-    return None
-
-
-Callback = Callable[[Dict[str, Any]], None]

@@ -20,8 +20,6 @@ from typing import Any, Callable, Optional
 from . import _inputs
 from ._encode import scalar as enc_scalar
 
-_FLOAT_MAX = 1.7976931348623157e308
-
 
 class LocalStage:
     """Reduce here, write here."""
@@ -31,17 +29,14 @@ class LocalStage:
 
     def scalar(self, fw: Any, tag: str, value: Any, step: Any, wall: float, reduce: Optional[str],
                new_style: bool, double_precision: bool) -> None:
-        t = type(value)
-        if t is int and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
-            value = _inputs.scalar(value)  # raises: beyond float64
-        elif t is not float and t is not int:
+        if type(value) is not float:
             if _inputs.is_cuda_tensor(value):
                 # Coalesced: one slot write per call, one copy per batch (``_reduce.scalar``).
                 from ._reduce import scalar as red_scalar
                 fw.submit(enc_scalar.from_array, (tag, new_style, double_precision), step, wall, 0,
                           red_scalar.stage(value))
                 return
-            value = _inputs.scalar(value)
+            value = _inputs.scalar(value)  # ints beyond float64, tensors, numpy: checked here
         if new_style:
             fw.submit(enc_scalar.new_style, (tag, value, double_precision), step, wall)
         else:

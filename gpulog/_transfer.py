@@ -29,14 +29,10 @@ that is already mapped costs ~20x less than a fresh allocation, whose pages faul
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
-
-try:
-    from typing import Protocol
-except ImportError:  # pragma: no cover - Python < 3.8
-    Protocol = object  # type: ignore[assignment,misc]
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -164,13 +160,15 @@ class DeviceStaged:
         self.nbytes = 0
         if not where:
             return
-        if stream is None:
+        given = stream is not None
+        if not given:
             check_not_capturing("gpulog")
             stream = torch.cuda.current_stream(values[where[0]].device)
         GATE.install()
         tensors = [values[i].detach().contiguous() for i in where]
         self._pinned = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-        with torch.cuda.stream(stream):
+        # on the current stream as it is; on a given one (a scalar batch's) inside its context
+        with torch.cuda.stream(stream) if given else contextlib.nullcontext():
             for host, dev in zip(self._pinned, tensors):
                 host.copy_(dev, non_blocking=True)
             self._event = torch.cuda.Event()

@@ -500,10 +500,12 @@ def _check_nonfinite(sink: Sink, item: Item, step: Any, arrays: Any) -> None:
     tag = item.tag
     if tag in sink.sentinel.seen:
         return
+    import math
+
     import numpy as np
     for a in (*arrays, *item.meta):
         if isinstance(a, float):
-            bad = None if a == a and a not in (float("inf"), float("-inf")) else a
+            bad = None if math.isfinite(a) else a
         elif isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
             flat = a.reshape(-1)
             where = np.flatnonzero(~np.isfinite(flat))
@@ -515,22 +517,23 @@ def _check_nonfinite(sink: Sink, item: Item, step: Any, arrays: Any) -> None:
             return
 
 
-def _native_drainer() -> Any:
-    """``gpulog._native.drain_scalars`` (pops and frames a run in C), else None."""
+def _native_fn(name: str) -> Any:
+    """``gpulog._native.<name>`` where the extension is built, else None (the Python path)."""
     try:
-        from ._native import drain_scalars  # type: ignore[attr-defined]
-        return drain_scalars
+        from . import _native  # type: ignore[attr-defined]
     except ImportError:
         return None
+    return getattr(_native, name, None)
+
+
+def _native_drainer() -> Any:
+    """``drain_scalars``: pops and frames a run of one file's scalars in C."""
+    return _native_fn("drain_scalars")
 
 
 def _native_framer() -> Any:
-    """``gpulog._native.frame_scalars`` where the extension is built, else None (Python path)."""
-    try:
-        from ._native import frame_scalars  # type: ignore[attr-defined]
-        return frame_scalars
-    except ImportError:
-        return None
+    """``frame_scalars``: frames a list of scalar items in C (the path with on_nonfinite)."""
+    return _native_fn("frame_scalars")
 
 
 def _ready(item: Any) -> bool:

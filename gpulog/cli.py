@@ -92,11 +92,7 @@ def _scalar_rows(scan: Tuple[object, ...], seen: Callable[..., None]) -> None:
             j = int(last[i])
             value = float(values[j])  # type: ignore[index]
             seen((tag, "scalar"), int(steps[j]),  # type: ignore[index]
-                 functools.partial(_describe_scalar, enc_scalar, value), int(counts[i]))
-
-
-def _describe_scalar(module: object, value: float) -> str:
-    return str(getattr(module, "describe")({"value": value}))
+                 functools.partial(enc_scalar.describe, {"value": value}), int(counts[i]))
 
 
 def _graph_value(data: bytes) -> str:
