@@ -549,6 +549,190 @@ done:
     return result;
 }
 
+/* ---- scan_events ---------------------------------------------------------------------------
+ * scan_events(data, check, event_cls, value_cls, event_defaults, value_defaults)
+ *     -> (items, others, problems, consumed)
+ * Every whole record of ``data`` in order: an ``event_cls`` instance for an event made only of
+ * wall_time, step and a summary of simple_value scalars (each field once: the common record,
+ * built here from copies of the two defaults dicts), else ``(offset, payload)`` for the Python
+ * decoder, which knows every other field (and reports what does not decode; ``others`` counts
+ * them).  ``problems`` as
+ * scan_scalars (kinds 0 and 1 only: validity is the decoder's to judge). */
+static PyObject *k_wall, *k_step, *k_values, *k_tag, *k_scalar;
+
+typedef struct { const uint8_t *tag_a, *tag_b; float v; } simple_val;
+
+/* 1 and the event's fields when the event is a simple scalar event, else 0. */
+static int simple_event(const uint8_t *p, const uint8_t *end, double *wall, int64_t *step,
+                        simple_val *vals, Py_ssize_t max_vals, Py_ssize_t *nvals) {
+    uint64_t key, st = 0;
+    const uint8_t *sum_a = NULL, *sum_b = NULL, *a, *b;
+    int seen_wall = 0, seen_step = 0;
+    *wall = 0.0;
+    while (p < end) {
+        if (!varint(&p, end, &key)) return 0;
+        int f = (int)(key >> 3), wt = (int)(key & 7);
+        if (f == 1 && wt == 1 && !seen_wall) { if (end - p < 8) return 0; memcpy(wall, p, 8); p += 8; seen_wall = 1; }
+        else if (f == 2 && wt == 0 && !seen_step) { if (!varint(&p, end, &st)) return 0; seen_step = 1; }
+        else if (f == 5 && wt == 2 && !sum_a) { if (!len_field(&p, end, &sum_a, &sum_b)) return 0; }
+        else return 0;
+    }
+    if (!sum_a) return 0;  /* no summary: file_version, graphs, session logs: the decoder's */
+    *step = (int64_t)st;
+    Py_ssize_t n = 0;
+    p = sum_a;
+    while (p < sum_b) {
+        if (!varint(&p, sum_b, &key) || key != ((1 << 3) | 2)) return 0;
+        if (!len_field(&p, sum_b, &a, &b) || n == max_vals) return 0;
+        simple_val *v = &vals[n++];
+        v->tag_a = v->tag_b = NULL;
+        int seen_v = 0;
+        while (a < b) {
+            uint64_t k2;
+            if (!varint(&a, b, &k2)) return 0;
+            if (k2 == ((1 << 3) | 2) && !v->tag_a) { if (!len_field(&a, b, &v->tag_a, &v->tag_b)) return 0; }
+            else if (k2 == ((2 << 3) | 5) && !seen_v) { if (b - a < 4) return 0; memcpy(&v->v, a, 4); a += 4; seen_v = 1; }
+            else return 0;
+        }
+        if (!seen_v) return 0;
+    }
+    *nvals = n;
+    return 1;
+}
+
+typedef struct { PyObject *tags; PyObject *last; const char *bytes; Py_ssize_t len; } tag_cache;
+
+/* An instance of ``cls`` with the attributes of ``defaults`` set in its order (the order the
+ * dataclass's __init__ sets them, so instances share its attribute layout), three of them
+ * replaced (k1..k3, by identity: interned names). */
+static PyObject *new_instance(PyObject *cls, PyObject *defaults, PyObject *k1, PyObject *v1,
+                              PyObject *k2, PyObject *v2, PyObject *k3, PyObject *v3) {
+    static PyObject *no_args;
+    if (!no_args && !(no_args = PyTuple_New(0))) return NULL;
+    /* object.__new__ (not a bare tp_alloc): on 3.11+ it prepares the inline attribute values,
+     * so no per-instance dict is made */
+    PyObject *obj = PyBaseObject_Type.tp_new((PyTypeObject *)cls, no_args, NULL), *key, *value;
+    if (!obj) return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(defaults, &pos, &key, &value)) {
+        PyObject *v = key == k1 ? v1 : key == k2 ? v2 : key == k3 ? v3 : value;
+        if (PyObject_GenericSetAttr(obj, key, v) < 0) { Py_DECREF(obj); return NULL; }
+    }
+    return obj;
+}
+
+static PyObject *build_event(PyObject *ev_cls, PyObject *val_cls, PyObject *ev_def, PyObject *val_def,
+                             tag_cache *cache, double wall, int64_t step, simple_val *vals, Py_ssize_t n) {
+    PyObject *list = PyList_New(n), *ev = NULL, *d = NULL, *x = NULL;
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t tl = vals[i].tag_a ? vals[i].tag_b - vals[i].tag_a : 0;
+        const char *ts = tl ? (const char *)vals[i].tag_a : "";
+        PyObject *tag;  /* borrowed from the cache */
+        if (cache->last && cache->len == tl && memcmp(cache->bytes, ts, (size_t)tl) == 0) tag = cache->last;
+        else {
+            PyObject *raw = PyBytes_FromStringAndSize(ts, tl);
+            if (!raw) goto fail;
+            tag = PyDict_GetItemWithError(cache->tags, raw);
+            if (!tag) {
+                if (PyErr_Occurred()) { Py_DECREF(raw); goto fail; }
+                PyObject *t = PyUnicode_DecodeUTF8(ts, tl, "strict");
+                if (!t || PyDict_SetItem(cache->tags, raw, t) < 0) { Py_XDECREF(t); Py_DECREF(raw); goto fail; }
+                Py_DECREF(t);
+                tag = t;
+            }
+            cache->last = tag;
+            cache->bytes = PyBytes_AS_STRING(raw);  /* kept alive as the dict's key */
+            cache->len = tl;
+            Py_DECREF(raw);
+        }
+        PyObject *vf = PyFloat_FromDouble((double)vals[i].v);
+        PyObject *vo = vf ? new_instance(val_cls, val_def, k_tag, tag, k_scalar, vf, NULL, NULL) : NULL;
+        Py_XDECREF(vf);
+        if (!vo) goto fail;
+        PyList_SET_ITEM(list, i, vo);
+    }
+    d = PyFloat_FromDouble(wall);
+    x = PyLong_FromLongLong(step);
+    if (!d || !x) goto fail;
+    ev = new_instance(ev_cls, ev_def, k_wall, d, k_step, x, k_values, list);
+    Py_CLEAR(d); Py_CLEAR(x);
+    if (!ev) goto fail;
+    Py_DECREF(list);
+    return ev;
+fail:
+    Py_XDECREF(x); Py_XDECREF(d); Py_XDECREF(ev); Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *scan_events(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    int check;
+    PyObject *ev_cls, *val_cls, *ev_def, *val_def;
+    if (!PyArg_ParseTuple(args, "y*pOOO!O!", &buf, &check, &ev_cls, &val_cls, &PyDict_Type, &ev_def,
+                          &PyDict_Type, &val_def)) return NULL;
+    if (!PyType_Check(ev_cls) || !PyType_Check(val_cls)) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_TypeError, "event_cls and value_cls must be classes");
+        return NULL;
+    }
+    if (!k_wall) {
+        k_wall = PyUnicode_InternFromString("wall_time"); k_step = PyUnicode_InternFromString("step");
+        k_values = PyUnicode_InternFromString("values"); k_tag = PyUnicode_InternFromString("tag");
+        k_scalar = PyUnicode_InternFromString("scalar");
+        if (!k_wall || !k_step || !k_values || !k_tag || !k_scalar) { PyBuffer_Release(&buf); return NULL; }
+    }
+    if (!crc_ready) crc_init();
+    const uint8_t *data = buf.buf;
+    Py_ssize_t n = buf.len, pos = 0, others = 0;
+    PyObject *items = PyList_New(0), *problems = PyList_New(0), *result = NULL;
+    tag_cache cache = {PyDict_New(), NULL, NULL, 0};
+    simple_val vals[64];
+    /* Only new objects without cycles are made here, five per event: the collector would walk
+     * the growing heap again and again (4 us an event instead of 1), so it waits until the end. */
+#if PY_VERSION_HEX >= 0x030A0000
+    int gc_was = PyGC_Disable();
+#endif
+    if (!items || !problems || !cache.tags) goto done;
+    while (n - pos >= 12) {
+        uint64_t len = le64(data + pos);
+        if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8))) {
+            PyObject *pr = Py_BuildValue("(ni)", pos, 0);
+            if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); goto done; }
+            Py_DECREF(pr);
+            break;
+        }
+        if ((uint64_t)(n - pos - 12) < len + 4) break;  /* truncated last record */
+        const uint8_t *payload = data + pos + 12;
+        PyObject *it = NULL;
+        if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) {
+            it = Py_BuildValue("(ni)", pos, 1);
+            if (!it || PyList_Append(problems, it) < 0) { Py_XDECREF(it); goto done; }
+            Py_DECREF(it);
+            pos += 12 + (Py_ssize_t)len + 4;
+            continue;
+        }
+        double wall; int64_t step; Py_ssize_t nv;
+        if (simple_event(payload, payload + len, &wall, &step, vals, 64, &nv)) {
+            it = build_event(ev_cls, val_cls, ev_def, val_def, &cache, wall, step, vals, nv);
+            if (!it && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();  /* the decoder says why */
+            else if (!it) goto done;
+        }
+        if (!it) { it = Py_BuildValue("(ny#)", pos, (const char *)payload, (Py_ssize_t)len); others++; }
+        if (!it || PyList_Append(items, it) < 0) { Py_XDECREF(it); goto done; }
+        Py_DECREF(it);
+        pos += 12 + (Py_ssize_t)len + 4;
+    }
+    result = Py_BuildValue("(OnOn)", items, others, problems, pos);
+done:
+#if PY_VERSION_HEX >= 0x030A0000
+    if (gc_was) PyGC_Enable();
+#endif
+    Py_XDECREF(items); Py_XDECREF(problems); Py_XDECREF(cache.tags);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 /* ---- frame_scalars ------------------------------------------------------------------------ */
 static Py_ssize_t put_varint(uint8_t *out, uint64_t v) {
     Py_ssize_t n = 0;
@@ -766,6 +950,7 @@ static PyMethodDef methods[] = {
     {"hist_tf", hist_tf, METH_VARARGS, "Fused TensorFlow-bin histogram of float32 data."},
     {"pr_binary", pr_binary, METH_VARARGS, "PR-curve bucket counts for 0/1 labels."},
     {"scan_scalars", scan_scalars, METH_VARARGS, "Scalars of one event file's bytes, into arrays."},
+    {"scan_events", scan_events, METH_VARARGS, "Events of one event file's bytes: simple scalar events built in C."},
     {"frame_scalars", frame_scalars, METH_VARARGS, "Framed scalar event records, one C call per batch."},
     {"drain_scalars", drain_scalars, METH_VARARGS, "A run of one file's scalar items, popped and framed into one bytes."},
     {"watch_stats", watch_stats, METH_VARARGS, "Raw moments of many tensors in one call (model watching)."},

@@ -38,6 +38,9 @@ class CorruptRecordWarning(RuntimeWarning):
     """A damaged record was met while reading; what came before it was kept."""
 
 
+READ_STEP = 1 << 26  # the most one read of a record asks for
+
+
 def read_records(fh: BinaryIO, path: str, check_crc: bool = True) -> Iterator[Tuple[int, bytes]]:
     """Stream ``(offset, payload)`` from an open event file, one record in memory at a time.
 
@@ -58,8 +61,16 @@ def read_records(fh: BinaryIO, path: str, check_crc: bool = True) -> Iterator[Tu
             warnings.warn(f"{path}: corrupt record length at offset {pos}; the rest of this file "
                           "is skipped", CorruptRecordWarning, stacklevel=3)
             return
-        body = fh.read(length + 4)
-        if len(body) < length + 4:
+        # Read in bounded steps: without the CRC check a damaged length (up to 2**64) must end the
+        # file as a torn record does, not ask for that much memory at once.
+        need = length + 4
+        body = fh.read(min(need, READ_STEP))
+        while len(body) < need:
+            more = fh.read(min(need - len(body), READ_STEP))
+            if not more:
+                break
+            body += more
+        if len(body) < need:
             return  # truncated last record
         payload = body[:length]
         if check_crc and _unpack_i(body, length)[0] != mask(crc32c(payload)):

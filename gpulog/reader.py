@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._proto.decode import Event, parse_event
+from ._proto.decode import Event, Value, parse_event
 from ._record import CorruptRecordWarning, read_records
 
 __all__ = ["CorruptRecordWarning", "event_files", "runs", "iter_events", "read_events", "read_scalars",
@@ -97,20 +97,77 @@ def runs(logdir: PathLike) -> Dict[str, List[str]]:
 
 
 def iter_events(path: PathLike, check_crc: bool = True) -> Iterator[Event]:
-    import warnings
+    """Every event of a file, or of the event files of one run directory, in file order
+    (streamed: a file is read ``SCAN_CHUNK`` bytes at a time where the native extension is built,
+    one record at a time otherwise)."""
     path = os.fspath(path)
     fs = _fs(path)
+    scan = _native_event_scan()
     for f in event_files(path):
         with fs.open(f, "rb") as fh:
+            if scan is not None:
+                yield from _scan_events(scan, fh, f, check_crc)
+                continue
             for offset, payload in read_records(fh, f, check_crc):
-                try:
-                    ev = parse_event(payload)
-                except Exception as err:  # noqa: BLE001 - any malformed bytes: skip, say where
-                    warnings.warn(f"{f}: record at offset {offset} is not a valid event "
-                                  f"({type(err).__name__}: {err}); skipped", CorruptRecordWarning,
-                                  stacklevel=2)
-                    continue
-                yield ev
+                ev = _decode(f, offset, payload)
+                if ev is not None:
+                    yield ev
+
+
+def _decode(f: str, offset: int, payload: bytes) -> Optional[Event]:
+    """The Python decoder on one record; None (and a warning naming the place) if it is not an event."""
+    try:
+        return parse_event(payload)
+    except Exception as err:  # noqa: BLE001 - any malformed bytes: skip, say where
+        import warnings
+        warnings.warn(f"{f}: record at offset {offset} is not a valid event "
+                      f"({type(err).__name__}: {err}); skipped", CorruptRecordWarning, stacklevel=4)
+        return None
+
+
+def _native_event_scan() -> Any:
+    try:
+        from . import _native
+        return _native.scan_events
+    except (ImportError, AttributeError):
+        return None
+
+
+def _event_defaults() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The attribute dicts the native scan copies for a scalar event and its values: the
+    dataclasses' own defaults, so both decoders give equal objects (tests/test_reader_native.py)."""
+    ev = Event(wall_time=0.0, step=0, has_summary=True)
+    val = Value(tag="", kind="scalar", scalar=0.0)
+    return vars(ev), vars(val)
+
+
+def _scan_events(scan: Any, fh: Any, f: str, check_crc: bool) -> Iterator[Event]:
+    """One file by the native scan: scalar events built in C, every other record decoded by
+    :func:`parse_event`; damaged records warned about as :func:`read_records` does."""
+    import warnings
+    ev_def, val_def = _event_defaults()
+    buf, base, more = b"", 0, True
+    while more:
+        chunk = fh.read(SCAN_CHUNK)
+        more = bool(chunk)
+        buf += chunk
+        items, others, problems, consumed = scan(buf, check_crc, Event, Value, ev_def, val_def)
+        for pos, kind in problems:
+            warnings.warn(f"{f}: " + _PROBLEMS[kind].format(pos=base + pos), CorruptRecordWarning,
+                          stacklevel=3)
+        if others:
+            for it in items:
+                if it.__class__ is tuple:
+                    it = _decode(f, base + it[0], it[1])
+                    if it is None:
+                        continue
+                yield it
+        else:
+            yield from items
+        if any(kind == 0 for _, kind in problems):
+            return  # a damaged length: nothing after it can be found in this file
+        base += consumed
+        buf = buf[consumed:]
 
 
 def read_events(path: PathLike, check_crc: bool = True) -> List[Event]:

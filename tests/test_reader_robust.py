@@ -97,6 +97,7 @@ def test_files_are_streamed_not_read_whole(thousand, monkeypatch, decoder):
         bound = 2048
     else:
         monkeypatch.setattr(reader, "_scan_scalars", lambda path: None)
+        monkeypatch.setattr(reader, "_native_event_scan", lambda: None)
         bound = 4096
     real_open = builtins.open
     sizes = []
@@ -191,8 +192,14 @@ def test_every_kind_reads_back_as_tensorboard_reads_it(tmp_path):
 
 
 def _python_scalars(path):
-    from gpulog.reader import read_summaries
-    return {tag: [(s, p["value"]) for s, p in v] for tag, v in read_summaries(path, "scalars").items()}
+    """read_scalars by the Python decoder alone (no native scan of scalars or of events)."""
+    from gpulog import reader
+    saved = reader._native_event_scan
+    reader._native_event_scan = lambda: None
+    try:
+        return {tag: [(s, p["value"]) for s, p in v] for tag, v in reader.read_summaries(path, "scalars").items()}
+    finally:
+        reader._native_event_scan = saved
 
 
 def test_native_scalar_scan_equals_the_python_decoder_and_tensorboard(tmp_path):

@@ -1,0 +1,174 @@
+"""Issue #21 (reading at disk speed): ``read_events`` builds plain scalar events in C
+(``_native.scan_events``) and hands every other record to the Python decoder.  The oracle is the
+Python decoder alone (``_native_event_scan`` patched out), itself checked against TensorBoard in
+test_reader_robust.py and the differential suites: same events, same order, same warnings."""
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+import gpulog
+from gpulog import reader
+
+pytest.importorskip("gpulog._native")
+
+
+def _python_events(path, check_crc=True):
+    saved = reader._native_event_scan
+    reader._native_event_scan = lambda: None
+    try:
+        return reader.read_events(path, check_crc)
+    finally:
+        reader._native_event_scan = saved
+
+
+def _same(a, b):
+    """Events equal field by field (numpy arrays by value and dtype)."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert type(x) is type(y)
+        for name, u in vars(x).items():
+            v = getattr(y, name)
+            if name == "values":
+                assert len(u) == len(v)
+                for p, q in zip(u, v):
+                    _same_value(p, q)
+            else:
+                assert u == v and type(u) is type(v), (name, u, v)
+
+
+def _same_value(p, q):
+    assert type(p) is type(q)
+    for name, u in vars(p).items():
+        v = getattr(q, name)
+        if name == "histogram" and u is not None:
+            assert np.array_equal(u.bucket, v.bucket) and np.array_equal(u.bucket_limit, v.bucket_limit)
+            assert (u.min, u.max, u.num, u.sum, u.sum_squares) == (v.min, v.max, v.num, v.sum, v.sum_squares)
+        elif name == "tensor" and u is not None:
+            assert u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u.value, v.value)
+        else:
+            assert u == v and type(u) is type(v), (name, u, v)
+
+
+def _mixed_run(path):
+    rng = np.random.default_rng(1)
+    for part in range(2):
+        with gpulog.SummaryWriter(path) as w:
+            for i in range(400):
+                w.add_scalar("loss", float(rng.standard_normal()), i + 1000 * part)
+                w.add_scalar("é/ünïcode", 1e30 if i % 7 else float("nan"), 2**40 + i)  # beyond float32, NaN
+                w.add_scalar("neg", -float(i), -i, walltime=0.0 if i == 3 else None)
+                w.add_scalar("no_step", 0.5)
+                if i % 50 == 0:
+                    w.add_scalar("new", float(i), i, new_style=True)
+                    w.add_histogram("h", rng.standard_normal(64), i)
+                    w.add_text("t", "text", i)
+                    w.add_image("img", rng.random((3, 4, 4)), i)
+                    w.add_scalars("group", {"a": 1.0, "b": 2.0}, i)
+
+
+def _nan_safe(events):
+    """NaN != NaN: compare the bit patterns of scalars instead."""
+    for e in events:
+        for v in e.values:
+            if v.scalar is not None and v.scalar != v.scalar:
+                v.scalar = "nan"
+    return events
+
+
+@pytest.mark.parametrize("chunk", [None, 997])
+def test_native_events_equal_the_python_decoder(tmp_path, monkeypatch, chunk):
+    if chunk:
+        monkeypatch.setattr(reader, "SCAN_CHUNK", chunk)  # records cut across chunk boundaries
+    _mixed_run(tmp_path)
+    native = reader.read_events(tmp_path)
+    assert sum(1 for e in native if e.values and e.values[0].kind == "scalar") >= 3200
+    _same(_nan_safe(native), _nan_safe(_python_events(tmp_path)))
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("check_crc", [True, False])
+def test_native_events_skip_damage_like_the_python_decoder(tmp_path, seed, check_crc, monkeypatch):
+    """Bit flips anywhere (lengths, CRCs, payloads) and a torn tail; without the CRC check the
+    flipped payloads themselves reach both decoders, which must agree on what they are."""
+    if seed % 2:
+        monkeypatch.setattr(reader, "SCAN_CHUNK", 1000)
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for i in range(300):
+            w.add_scalar("x", float(i), i)
+            if i % 30 == 0:
+                w.add_histogram("h", np.arange(10.0), i)
+    f = next(p for p in tmp_path.iterdir() if "tfevents" in p.name)
+    data = bytearray(f.read_bytes())
+    rnd = random.Random(seed)
+    for _ in range(6):
+        pos = rnd.randrange(len(data))
+        data[pos] ^= 1 << rnd.randrange(8)
+    if seed % 2:
+        data = data[:-rnd.randrange(1, 40)]
+    f.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as native_w:
+        warnings.simplefilter("always")
+        native = reader.read_events(tmp_path, check_crc)
+    with warnings.catch_warnings(record=True) as python_w:
+        warnings.simplefilter("always")
+        python = _python_events(tmp_path, check_crc)
+    _same(_nan_safe(native), _nan_safe(python))
+    assert [str(w.message) for w in native_w] == [str(w.message) for w in python_w]
+
+
+def test_crafted_scalar_records_fall_back_to_the_decoder(tmp_path):
+    """Records the C path does not build (a repeated field, an invalid UTF-8 tag, an unknown
+    field) are decoded, or refused with the warning, by the Python decoder."""
+    from gpulog._record import frame
+    good = gpulog.SummaryWriter(tmp_path)
+    good.add_scalar("x", 1.0, 1)
+    good.close()
+    f = next(p for p in tmp_path.iterdir() if "tfevents" in p.name)
+    value = bytes([0x0a, 0x01, 0x61, 0x15]) + np.float32(2.5).tobytes()        # tag "a", 2.5
+    twice = bytes([0x10, 0x03, 0x10, 0x04, 0x2a, len(value) + 2, 0x0a, len(value)]) + value  # step 3 then 4
+    bad_tag = bytes([0x2a, 0x0b, 0x0a, 0x09, 0x0a, 0x02, 0xc3, 0x28, 0x15]) + np.float32(1).tobytes()
+    unknown = bytes([0x10, 0x05, 0x58, 0x01, 0x2a, len(value) + 2, 0x0a, len(value)]) + value  # field 11
+    with open(f, "ab") as fh:
+        for payload in (twice, bad_tag, unknown):
+            fh.write(frame(payload))
+    with warnings.catch_warnings(record=True) as native_w:
+        warnings.simplefilter("always")
+        native = reader.read_events(tmp_path)
+    with warnings.catch_warnings(record=True) as python_w:
+        warnings.simplefilter("always")
+        python = _python_events(tmp_path)
+    _same(native, python)
+    assert [e.step for e in native][-2:] == [4, 5] and len(native_w) == 1
+    assert [str(w.message) for w in native_w] == [str(w.message) for w in python_w]
+
+
+def test_read_events_is_streamed(tmp_path, monkeypatch):
+    import builtins
+    monkeypatch.setattr(reader, "SCAN_CHUNK", 2048)
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for i in range(1000):
+            w.add_scalar("x", float(i), i)
+    real_open, sizes = builtins.open, []
+
+    class Spy:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            sizes.append(n)
+            return self.fh.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k:
+                        Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
+    assert [e.step for e in reader.read_events(tmp_path) if e.values] == list(range(1000))
+    assert len(sizes) > 10 and all(0 <= n <= 2048 for n in sizes)
