@@ -3,7 +3,9 @@ TensorBoard's EventAccumulator and tbparse, on the same run, in one process.
 
     python -m benchmarks.bench_read [--scalars 600000] [--repeats 3]
 
-The run has 3 tags (simple_value, new-style float and double) across 2 event files; each reader
+The run has 3 tags (``--style mixed``: simple_value, new-style float and double; ``simple``: three
+simple_value tags) across 2 event files; ``read_events`` rows count the values of the events
+they return (the file_version events hold none); each reader
 is timed ``--repeats`` times (min / median / max), alternated, after one untimed warm-up read
 (the page cache holds the files for all of them).  Reported as seconds and scalars per second.
 """
@@ -17,16 +19,19 @@ import time
 from typing import Callable, Dict, List
 
 
-def write_run(path: str, n: int) -> None:
+def write_run(path: str, n: int, style: str = "mixed") -> None:
+    """``mixed``: 3 tags, one simple_value and two new-style (float, double); ``simple``: 3
+    simple_value tags (what ``add_scalar`` writes by default)."""
     import gpulog
     per_file = n // 6
+    new = style == "mixed"
     for part in range(2):
         with gpulog.SummaryWriter(path, max_queue=10_000) as w:
             for i in range(per_file):
                 step = part * per_file + i
                 w.add_scalar("loss", 1.0 / (step + 1), step)
-                w.add_scalar("lr", 0.001, step, new_style=True)
-                w.add_scalar("grad_norm", float(step % 97), step, new_style=True, double_precision=True)
+                w.add_scalar("lr", 0.001, step, new_style=new)
+                w.add_scalar("grad_norm", float(step % 97), step, new_style=new, double_precision=new)
 
 
 def readers(path: str) -> Dict[str, Callable[[], int]]:
@@ -35,13 +40,25 @@ def readers(path: str) -> Dict[str, Callable[[], int]]:
     def native() -> int:
         return sum(len(v) for v in reader.read_scalars(path).values())
 
+    def events(python: bool) -> Callable[[], int]:
+        def read() -> int:
+            saved = reader._native_event_scan
+            if python:
+                reader._native_event_scan = lambda: None  # the Python decoder alone
+            try:
+                return sum(len(e.values) for e in reader.read_events(path))
+            finally:
+                reader._native_event_scan = saved
+        return read
+
     def python() -> int:
-        saved = reader._scan_scalars
-        reader._scan_scalars = lambda p: None  # the fallback decoder
+        saved = reader._scan_scalars, reader._native_event_scan
+        reader._scan_scalars = lambda p: None  # the fallback decoder, with no native part
+        reader._native_event_scan = lambda: None
         try:
             return sum(len(v) for v in reader.read_scalars(path).values())
         finally:
-            reader._scan_scalars = saved
+            reader._scan_scalars, reader._native_event_scan = saved
 
     def accumulator() -> int:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -51,6 +68,7 @@ def readers(path: str) -> Dict[str, Callable[[], int]]:
             sum(len(acc.Tensors(t)) for t in acc.Tags()["tensors"])
 
     out = {"gpulog read_scalars (native)": native, "gpulog read_scalars (python)": python,
+           "gpulog read_events (native)": events(False), "gpulog read_events (python)": events(True),
            "EventAccumulator": accumulator}
     try:
         from tbparse import SummaryReader
@@ -67,9 +85,10 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scalars", type=int, default=600_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--style", choices=("mixed", "simple"), default="mixed")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
-        write_run(d, args.scalars)
+        write_run(d, args.scalars, args.style)
         fns = readers(d)
         counts = {name: fn() for name, fn in fns.items()}  # warm-up, and what each one found
         times: Dict[str, List[float]] = {name: [] for name in fns}
@@ -78,7 +97,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
                 t = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t)
-    print(f"{args.scalars} scalars; min / median / max over {args.repeats} reads, alternated")
+    print(f"{args.scalars} scalars ({args.style}); min / median / max over {args.repeats} reads, alternated")
     print("| reader | scalars found | seconds | scalars/s (median) |")
     print("|---|---|---|---|")
     for name, ts in times.items():
