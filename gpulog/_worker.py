@@ -32,7 +32,6 @@ Guarantees
 from __future__ import annotations
 
 import collections
-import errno
 import itertools
 import os
 import sys
@@ -50,19 +49,7 @@ from ._record import frame
 
 RETRY_S = 0.2          # after a failed write, the next attempt waits this long (or a flush/close)
 MAX_LAG_S = 0.1        # under sustained load, records reach the OS at least this often
-WRITE_CHUNK = 1 << 20  # bytes per write call: a backlog is never written (or copied) whole
-WRITE_BUFFERS = 512    # records (or record runs) per os.writev, under every system's IOV_MAX
-
-
-def _writev(fd: int, buffers: List[bytes]) -> int:
-    """``os.writev`` where the system has it (the GIL is released while the kernel copies);
-    else the buffers joined and written."""
-    if _HAS_WRITEV:
-        return os.writev(fd, buffers)
-    return os.write(fd, buffers[0] if len(buffers) == 1 else b"".join(buffers))
-
-
-_HAS_WRITEV = hasattr(os, "writev")
+WRITE_CHUNK = 1 << 20  # bytes joined per os.write: a backlog is never copied whole
 
 
 class Sink:
@@ -145,37 +132,40 @@ class Sink:
                 pass
 
     def write_pending(self, force: bool = False) -> None:
-        """Write the pending records, at most ``WRITE_CHUNK`` bytes or ``WRITE_BUFFERS`` buffers
-        per ``os.writev`` (the records are handed to the kernel as they are: joining them first
-        held the GIL for ~0.5 ms a megabyte, faulting in the new buffer).  After a failure,
-        attempts before ``retry_at`` return at once (unless ``force``: a flush or close), so a
-        full disk costs the writer one failed call per ``RETRY_S``, not one per record."""
+        """Write the pending records in chunks of at most ``WRITE_CHUNK`` bytes.  After a failure,
+        attempts before ``retry_at`` return at once (unless ``force``: a flush or close), so a full
+        disk costs the writer one failed call per ``RETRY_S``, not one per record."""
         if not self.pending:
             return
         if self.failures and not force and time.monotonic() < self.retry_at:
             return
         pending = self.pending
-        i = 0
+        i = j = 0
+        data: Any = b""
+        view = memoryview(b"")
         try:
             fd = self._open_fd()
             while i < len(pending):
                 j, size = i, 0
-                while j < len(pending) and j - i < WRITE_BUFFERS and \
-                        (size == 0 or size + len(pending[j]) <= WRITE_CHUNK):
+                while j < len(pending) and (size == 0 or size + len(pending[j]) <= WRITE_CHUNK):
                     size += len(pending[j])
                     j += 1
-                n = _writev(fd, pending[i:j])
-                if n <= 0:
-                    raise OSError(errno.EIO, f"{self.path} accepted no bytes")
-                # Past what was written; a record cut by a partial write keeps its unwritten tail
-                # in its place, so the file stays a sequence of whole records once it is retried.
-                while n and n >= len(pending[i]):
-                    n -= len(pending[i])
-                    i += 1
-                if n:
-                    pending[i] = bytes(memoryview(pending[i])[n:])
+                data = pending[i] if j == i + 1 else b"".join(pending[i:j])
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                i = j
         except OSError as err:
-            self.pending = pending[i:]
+            # Keep what was not written; a record cut by a partial write keeps its unwritten tail
+            # first, so the file stays a sequence of whole records once it is retried.
+            written = len(data) - len(view) if j > i else 0
+            rest = pending[j:] if j > i else pending[i:]
+            if written:
+                rest.insert(0, bytes(data[written:]))
+            elif j > i:
+                rest[0:0] = pending[i:j]
+            self.pending = rest
             self.set_error(err)
             self.failures += 1
             self.retry_at = time.monotonic() + RETRY_S
@@ -309,9 +299,7 @@ class Engine:
                     (item[3] is None or item[3].__class__ is int):
                 # The run of scalars for this one file with host steps that starts here, framed by
                 # one C call (byte for byte the Python encoder's records, tests/test_wire.py), at
-                # most BATCH at a time: C reads them holding the GIL and releases it while it
-                # encodes, where a waiting thread takes it (measured: benchmarks/bench_gil.py,
-                # ~30 us median between this thread's releases).  Only this thread pops,
+                # most BATCH at a time so the GIL is held ~50 us at most.  Only this thread pops,
                 # so peeking at items[0] is safe while producers append at the other end.
                 key = item[0]
                 sink = SINKS.get(key)
@@ -502,7 +490,7 @@ class Engine:
             done.set()
 
 
-BATCH = 1024  # scalar items per native call: bounds this thread's hold on the GIL
+BATCH = 1024  # scalar items framed per native call
 _CHECKED = ("scalar", "histogram")  # kinds whose values on_nonfinite checks
 
 
