@@ -99,7 +99,10 @@ CHILD = textwrap.dedent("""
 
 DRAIN_CHILD = textwrap.dedent("""
     import json, os, sys, threading, time
-    mode, calls, logdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    mode, calls, logdir, max_queue = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    interval = float(sys.argv[5])
+    if interval:
+        sys.setswitchinterval(interval)
     from gpulog import SummaryWriter, _worker
     from gpulog._encode import text as enc_text
     import gc
@@ -115,7 +118,7 @@ DRAIN_CHILD = textwrap.dedent("""
             def timed(fd, data, real=real):
                 t0 = time.perf_counter(); r = real(fd, data); events.append((t0, time.perf_counter(), 0)); return r
             setattr(os, name, timed)
-    w = SummaryWriter(logdir, max_queue=1000, flush_secs=3600)
+    w = SummaryWriter(logdir, max_queue=max_queue, flush_secs=3600)
     w.add_scalar("warm", 1.0, 0); w.flush()
     h = _worker.engine().handoff
     if mode == "holds":
@@ -144,7 +147,7 @@ DRAIN_CHILD = textwrap.dedent("""
         t = threading.Thread(target=tick); t.start()
     t0 = time.perf_counter()
     if mode == "alone":  # the ticker alone for as long as a drain took, then the drain
-        time.sleep(float(sys.argv[4]))
+        time.sleep(float(sys.argv[6]))
     elif mode == "ticker":  # the main thread idle (not blocked on the writer: a flush would be)
         gate.set()
         while h.items:
@@ -175,11 +178,12 @@ DRAIN_CHILD = textwrap.dedent("""
 """)
 
 
-def drain_rows(calls: int, repeats: int) -> None:
+def drain_rows(calls: int, repeats: int, max_queue: int, interval: float) -> None:
     """The writer alone: its holds, and a ticker's gaps during its drain against the ticker alone."""
     def child(*args: str) -> Dict[str, float]:
         with tempfile.TemporaryDirectory() as d:
-            r = subprocess.run([sys.executable, "-c", DRAIN_CHILD, args[0], str(calls), d, *args[1:]],
+            r = subprocess.run([sys.executable, "-c", DRAIN_CHILD, args[0], str(calls), d, str(max_queue),
+                                str(interval), *args[1:]],
                                capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
@@ -192,7 +196,8 @@ def drain_rows(calls: int, repeats: int) -> None:
     def mmm(rows: List[Dict[str, float]], key: str, scale: float = 1.0, fmt: str = ".0f") -> str:
         v = sorted(r[key] * scale for r in rows)
         return f"{v[0]:{fmt}} / {statistics.median(v):{fmt}} / {v[-1]:{fmt}}"
-    print(f"the writer draining {calls} queued scalars alone ({repeats} runs each; min / median / max)")
+    print(f"the writer draining {calls} queued scalars alone, max_queue={max_queue}, switch interval "
+          f"{interval * 1e6 if interval else sys.getswitchinterval() * 1e6:.0f} µs ({repeats} runs each; min / median / max)")
     print(f"- drain: {mmm(holds, 'seconds', 1e9 / calls, '.0f')} ns per scalar")
     print(f"- the writer's stretches between GIL releases (upper bounds), µs: median "
           f"{mmm(holds, 'median_us')}, 99.9th percentile {mmm(holds, 'p999_us')}, longest {mmm(holds, 'max_us')}")
@@ -208,9 +213,13 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     ap.add_argument("--calls", type=int, default=300_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", choices=("drain", "caller"), default=None)
+    ap.add_argument("--max-queue", type=int, default=1000,
+                    help="the drain's writer: records kept before a write (the 20 ms cadence writes too)")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="sys.setswitchinterval for the drain's children (0: Python's default, 5 ms)")
     args = ap.parse_args(argv)
     if args.only != "caller":
-        drain_rows(args.calls, args.repeats)
+        drain_rows(args.calls, args.repeats, args.max_queue, args.switch_interval)
         if args.only == "drain":
             return 0
     writers = ("none", "none+busy-thread", "gpulog", "gpulog-python", "torch")

@@ -550,19 +550,58 @@ done:
 }
 
 /* ---- scan_events ---------------------------------------------------------------------------
- * scan_events(data, check, event_cls, value_cls, event_defaults, value_defaults)
- *     -> (items, others, problems, consumed)
- * Every whole record of ``data`` in order: an ``event_cls`` instance for an event made only of
- * wall_time, step and a summary of simple_value scalars (each field once: the common record,
- * built here from copies of the two defaults dicts), else ``(offset, payload)`` for the Python
- * decoder, which knows every other field (and reports what does not decode; ``others`` counts
- * them).  ``problems`` as
- * scan_scalars (kinds 0 and 1 only: validity is the decoder's to judge). */
-static PyObject *k_wall, *k_step, *k_values, *k_tag, *k_scalar;
+ * scan_events(data, check, ctx) -> (items, others, problems, consumed)
+ * ctx = (Event, Value, event_defaults, value_defaults, Tensor, tensor_value_defaults,
+ *        tensor_defaults, numpy.frombuffer, dtype('<f4'), dtype('<f8'))
+ * Every whole record of ``data`` in order: an ``Event`` instance for an event made only of
+ * wall_time, step and a summary of scalars — simple_value, or new-style (a float or double
+ * tensor of shape [] with the "scalars" plugin) — each field once (the common records), built
+ * here with the attributes and values the Python decoder gives them (its dataclasses' defaults,
+ * passed in); else ``(offset, payload)`` for the Python decoder, which knows every other field
+ * and reports what does not decode (``others`` counts them).  ``problems`` as scan_scalars
+ * (kinds 0 and 1 only: validity is the decoder's to judge). */
+static PyObject *k_wall, *k_step, *k_values, *k_tag, *k_scalar, *k_content, *k_tensor, *k_dtype, *k_shape, *k_value;
 
-typedef struct { const uint8_t *tag_a, *tag_b; float v; } simple_val;
+/* kind 0: simple_value v; 1/2: a float/double tensor whose 4/8 bytes are at raw */
+typedef struct { const uint8_t *tag_a, *tag_b, *raw, *content_a, *content_b; int kind; float v; } simple_val;
 
-/* 1 and the event's fields when the event is a simple scalar event, else 0. */
+/* SummaryMetadata{plugin_data{plugin_name: "scalars", content?}}, each field once */
+static int scalars_metadata(const uint8_t *p, const uint8_t *end, simple_val *v) {
+    uint64_t key;
+    const uint8_t *a = NULL, *b = NULL, *name_a = NULL, *name_b = NULL;
+    while (p < end) {
+        if (!varint(&p, end, &key) || key != ((1 << 3) | 2) || a) return 0;
+        if (!len_field(&p, end, &a, &b)) return 0;
+    }
+    if (!a) return 0;
+    while (a < b) {
+        if (!varint(&a, b, &key)) return 0;
+        if (key == ((1 << 3) | 2) && !name_a) { if (!len_field(&a, b, &name_a, &name_b)) return 0; }
+        else if (key == ((2 << 3) | 2) && !v->content_a) { if (!len_field(&a, b, &v->content_a, &v->content_b)) return 0; }
+        else return 0;
+    }
+    return name_a && name_b - name_a == 7 && memcmp(name_a, "scalars", 7) == 0;
+}
+
+/* TensorProto{dtype: DT_FLOAT|DT_DOUBLE, tensor_shape{}?, float_val|double_val: one packed value} */
+static int scalar_tensor(const uint8_t *p, const uint8_t *end, simple_val *v) {
+    uint64_t key, dtype = 0;
+    const uint8_t *a, *b, *f4 = NULL, *f8 = NULL;
+    int seen_dtype = 0, seen_shape = 0;
+    while (p < end) {
+        if (!varint(&p, end, &key)) return 0;
+        if (key == ((1 << 3) | 0) && !seen_dtype) { if (!varint(&p, end, &dtype)) return 0; seen_dtype = 1; }
+        else if (key == ((2 << 3) | 2) && !seen_shape) { if (!len_field(&p, end, &a, &b) || a != b) return 0; seen_shape = 1; }
+        else if (key == ((5 << 3) | 2) && !f4) { if (!len_field(&p, end, &a, &b) || b - a != 4) return 0; f4 = a; }
+        else if (key == ((6 << 3) | 2) && !f8) { if (!len_field(&p, end, &a, &b) || b - a != 8) return 0; f8 = a; }
+        else return 0;
+    }
+    if (dtype == 1 && f4 && !f8) { v->kind = 1; v->raw = f4; return 1; }
+    if (dtype == 2 && f8 && !f4) { v->kind = 2; v->raw = f8; return 1; }
+    return 0;
+}
+
+/* 1 and the event's fields when the event is a plain scalar event, else 0. */
 static int simple_event(const uint8_t *p, const uint8_t *end, double *wall, int64_t *step,
                         simple_val *vals, Py_ssize_t max_vals, Py_ssize_t *nvals) {
     uint64_t key, st = 0;
@@ -585,22 +624,31 @@ static int simple_event(const uint8_t *p, const uint8_t *end, double *wall, int6
         if (!varint(&p, sum_b, &key) || key != ((1 << 3) | 2)) return 0;
         if (!len_field(&p, sum_b, &a, &b) || n == max_vals) return 0;
         simple_val *v = &vals[n++];
-        v->tag_a = v->tag_b = NULL;
+        memset(v, 0, sizeof *v);
+        const uint8_t *ten_a = NULL, *ten_b = NULL, *md_a = NULL, *md_b = NULL;
         int seen_v = 0;
         while (a < b) {
             uint64_t k2;
             if (!varint(&a, b, &k2)) return 0;
             if (k2 == ((1 << 3) | 2) && !v->tag_a) { if (!len_field(&a, b, &v->tag_a, &v->tag_b)) return 0; }
             else if (k2 == ((2 << 3) | 5) && !seen_v) { if (b - a < 4) return 0; memcpy(&v->v, a, 4); a += 4; seen_v = 1; }
+            else if (k2 == ((8 << 3) | 2) && !ten_a) { if (!len_field(&a, b, &ten_a, &ten_b)) return 0; }
+            else if (k2 == ((9 << 3) | 2) && !md_a) { if (!len_field(&a, b, &md_a, &md_b)) return 0; }
             else return 0;
         }
-        if (!seen_v) return 0;
+        if (seen_v) { if (ten_a || md_a) return 0; }
+        else if (!ten_a || !md_a || !scalar_tensor(ten_a, ten_b, v) || !scalars_metadata(md_a, md_b, v)) return 0;
     }
     *nvals = n;
     return 1;
 }
 
-typedef struct { PyObject *tags; PyObject *last; const char *bytes; Py_ssize_t len; } tag_cache;
+#define TAG_CACHE_LEN 256
+typedef struct { PyObject *tags; PyObject *last; char bytes[TAG_CACHE_LEN]; Py_ssize_t len; } tag_cache;
+
+typedef struct {
+    PyObject *ev_cls, *val_cls, *ev_def, *val_def, *tensor_cls, *tval_def, *tensor_def, *frombuffer, *f4, *f8;
+} event_ctx;
 
 /* An instance of ``cls`` with the attributes of ``defaults`` set in its order (the order the
  * dataclass's __init__ sets them, so instances share its attribute layout), three of them
@@ -621,41 +669,65 @@ static PyObject *new_instance(PyObject *cls, PyObject *defaults, PyObject *k1, P
     return obj;
 }
 
-static PyObject *build_event(PyObject *ev_cls, PyObject *val_cls, PyObject *ev_def, PyObject *val_def,
-                             tag_cache *cache, double wall, int64_t step, simple_val *vals, Py_ssize_t n) {
+/* The tag as a str (borrowed, owned by the cache): the last one is compared byte for byte. */
+static PyObject *cached_tag(tag_cache *cache, const simple_val *v) {
+    Py_ssize_t tl = v->tag_a ? v->tag_b - v->tag_a : 0;
+    const char *ts = tl ? (const char *)v->tag_a : "";
+    if (cache->last && cache->len == tl && memcmp(cache->bytes, ts, (size_t)tl) == 0) return cache->last;
+    PyObject *raw = PyBytes_FromStringAndSize(ts, tl);
+    if (!raw) return NULL;
+    PyObject *tag = PyDict_GetItemWithError(cache->tags, raw);
+    if (!tag) {
+        if (PyErr_Occurred()) { Py_DECREF(raw); return NULL; }
+        PyObject *t = PyUnicode_DecodeUTF8(ts, tl, "strict");
+        if (!t || PyDict_SetItem(cache->tags, raw, t) < 0) { Py_XDECREF(t); Py_DECREF(raw); return NULL; }
+        Py_DECREF(t);
+        tag = t;
+    }
+    Py_DECREF(raw);
+    cache->last = NULL;
+    if (tl <= TAG_CACHE_LEN) { memcpy(cache->bytes, ts, (size_t)tl); cache->len = tl; cache->last = tag; }
+    return tag;
+}
+
+static PyObject *build_value(const event_ctx *c, tag_cache *cache, const simple_val *v) {
+    PyObject *tag = cached_tag(cache, v);
+    if (!tag) return NULL;
+    if (v->kind == 0) {
+        PyObject *vf = PyFloat_FromDouble((double)v->v);
+        PyObject *vo = vf ? new_instance(c->val_cls, c->val_def, k_tag, tag, k_scalar, vf, NULL, NULL) : NULL;
+        Py_XDECREF(vf);
+        return vo;
+    }
+    /* as parse_tensor: Tensor(dtype, [], numpy.frombuffer(<the value's bytes>, '<f4' | '<f8')) */
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)v->raw, v->kind == 1 ? 4 : 8);
+    PyObject *arr = raw ? PyObject_CallFunctionObjArgs(c->frombuffer, raw, v->kind == 1 ? c->f4 : c->f8, NULL) : NULL;
+    PyObject *dtype = PyLong_FromLong(v->kind);
+    PyObject *shape = PyList_New(0);
+    PyObject *ten = arr && dtype && shape ? new_instance(c->tensor_cls, c->tensor_def, k_dtype, dtype, k_shape, shape,
+                                                         k_value, arr) : NULL;
+    Py_XDECREF(raw); Py_XDECREF(arr); Py_XDECREF(dtype); Py_XDECREF(shape);
+    if (!ten) return NULL;
+    Py_ssize_t cl = v->content_a ? v->content_b - v->content_a : 0;
+    PyObject *content = PyBytes_FromStringAndSize(cl ? (const char *)v->content_a : "", cl);
+    PyObject *vo = content ? new_instance(c->val_cls, c->tval_def, k_tag, tag, k_content, content, k_tensor, ten) : NULL;
+    Py_XDECREF(content); Py_DECREF(ten);
+    return vo;
+}
+
+static PyObject *build_event(const event_ctx *c, tag_cache *cache, double wall, int64_t step,
+                             const simple_val *vals, Py_ssize_t n) {
     PyObject *list = PyList_New(n), *ev = NULL, *d = NULL, *x = NULL;
     if (!list) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t tl = vals[i].tag_a ? vals[i].tag_b - vals[i].tag_a : 0;
-        const char *ts = tl ? (const char *)vals[i].tag_a : "";
-        PyObject *tag;  /* borrowed from the cache */
-        if (cache->last && cache->len == tl && memcmp(cache->bytes, ts, (size_t)tl) == 0) tag = cache->last;
-        else {
-            PyObject *raw = PyBytes_FromStringAndSize(ts, tl);
-            if (!raw) goto fail;
-            tag = PyDict_GetItemWithError(cache->tags, raw);
-            if (!tag) {
-                if (PyErr_Occurred()) { Py_DECREF(raw); goto fail; }
-                PyObject *t = PyUnicode_DecodeUTF8(ts, tl, "strict");
-                if (!t || PyDict_SetItem(cache->tags, raw, t) < 0) { Py_XDECREF(t); Py_DECREF(raw); goto fail; }
-                Py_DECREF(t);
-                tag = t;
-            }
-            cache->last = tag;
-            cache->bytes = PyBytes_AS_STRING(raw);  /* kept alive as the dict's key */
-            cache->len = tl;
-            Py_DECREF(raw);
-        }
-        PyObject *vf = PyFloat_FromDouble((double)vals[i].v);
-        PyObject *vo = vf ? new_instance(val_cls, val_def, k_tag, tag, k_scalar, vf, NULL, NULL) : NULL;
-        Py_XDECREF(vf);
+        PyObject *vo = build_value(c, cache, &vals[i]);
         if (!vo) goto fail;
         PyList_SET_ITEM(list, i, vo);
     }
     d = PyFloat_FromDouble(wall);
     x = PyLong_FromLongLong(step);
     if (!d || !x) goto fail;
-    ev = new_instance(ev_cls, ev_def, k_wall, d, k_step, x, k_values, list);
+    ev = new_instance(c->ev_cls, c->ev_def, k_wall, d, k_step, x, k_values, list);
     Py_CLEAR(d); Py_CLEAR(x);
     if (!ev) goto fail;
     Py_DECREF(list);
@@ -668,28 +740,32 @@ fail:
 static PyObject *scan_events(PyObject *self, PyObject *args) {
     Py_buffer buf;
     int check;
-    PyObject *ev_cls, *val_cls, *ev_def, *val_def;
-    if (!PyArg_ParseTuple(args, "y*pOOO!O!", &buf, &check, &ev_cls, &val_cls, &PyDict_Type, &ev_def,
-                          &PyDict_Type, &val_def)) return NULL;
-    if (!PyType_Check(ev_cls) || !PyType_Check(val_cls)) {
+    PyObject *ctx_obj;
+    event_ctx c;
+    if (!PyArg_ParseTuple(args, "y*pO!", &buf, &check, &PyTuple_Type, &ctx_obj)) return NULL;
+    if (!PyArg_ParseTuple(ctx_obj, "O!O!O!O!O!O!O!OOO", &PyType_Type, &c.ev_cls, &PyType_Type, &c.val_cls,
+                          &PyDict_Type, &c.ev_def, &PyDict_Type, &c.val_def, &PyType_Type, &c.tensor_cls,
+                          &PyDict_Type, &c.tval_def, &PyDict_Type, &c.tensor_def, &c.frombuffer, &c.f4, &c.f8)) {
         PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_TypeError, "event_cls and value_cls must be classes");
         return NULL;
     }
     if (!k_wall) {
         k_wall = PyUnicode_InternFromString("wall_time"); k_step = PyUnicode_InternFromString("step");
         k_values = PyUnicode_InternFromString("values"); k_tag = PyUnicode_InternFromString("tag");
-        k_scalar = PyUnicode_InternFromString("scalar");
-        if (!k_wall || !k_step || !k_values || !k_tag || !k_scalar) { PyBuffer_Release(&buf); return NULL; }
+        k_scalar = PyUnicode_InternFromString("scalar"); k_content = PyUnicode_InternFromString("plugin_content");
+        k_tensor = PyUnicode_InternFromString("tensor"); k_dtype = PyUnicode_InternFromString("dtype");
+        k_shape = PyUnicode_InternFromString("shape"); k_value = PyUnicode_InternFromString("value");
+        if (!k_wall || !k_step || !k_values || !k_tag || !k_scalar || !k_content || !k_tensor || !k_dtype ||
+            !k_shape || !k_value) { PyBuffer_Release(&buf); return NULL; }
     }
     if (!crc_ready) crc_init();
     const uint8_t *data = buf.buf;
     Py_ssize_t n = buf.len, pos = 0, others = 0;
     PyObject *items = PyList_New(0), *problems = PyList_New(0), *result = NULL;
-    tag_cache cache = {PyDict_New(), NULL, NULL, 0};
+    tag_cache cache = {PyDict_New(), NULL, {0}, 0};
     simple_val vals[64];
-    /* Only new objects without cycles are made here, five per event: the collector would walk
-     * the growing heap again and again (4 us an event instead of 1), so it waits until the end. */
+    /* Only new objects without cycles are made here (three or more an event): the collector would
+     * walk the growing heap again and again while they are made, so it waits until the end. */
 #if PY_VERSION_HEX >= 0x030A0000
     int gc_was = PyGC_Disable();
 #endif
@@ -714,7 +790,7 @@ static PyObject *scan_events(PyObject *self, PyObject *args) {
         }
         double wall; int64_t step; Py_ssize_t nv;
         if (simple_event(payload, payload + len, &wall, &step, vals, 64, &nv)) {
-            it = build_event(ev_cls, val_cls, ev_def, val_def, &cache, wall, step, vals, nv);
+            it = build_event(&c, &cache, wall, step, vals, nv);
             if (!it && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();  /* the decoder says why */
             else if (!it) goto done;
         }

@@ -299,7 +299,8 @@ class Engine:
                     (item[3] is None or item[3].__class__ is int):
                 # The run of scalars for this one file with host steps that starts here, framed by
                 # one C call (byte for byte the Python encoder's records, tests/test_wire.py), at
-                # most BATCH at a time so the GIL is held ~50 us at most.  Only this thread pops,
+                # most BATCH at a time, which bounds this thread's hold on the GIL (median ~50 us, 99.9th
+                # percentile ~150 us: benchmarks/bench_gil.py --only drain).  Only this thread pops,
                 # so peeking at items[0] is safe while producers append at the other end.
                 key = item[0]
                 sink = SINKS.get(key)

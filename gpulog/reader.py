@@ -133,25 +133,29 @@ def _native_event_scan() -> Any:
         return None
 
 
-def _event_defaults() -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """The attribute dicts the native scan copies for a scalar event and its values: the
-    dataclasses' own defaults, so both decoders give equal objects (tests/test_reader_native.py)."""
+def _event_context() -> Tuple[Any, ...]:
+    """What the native scan builds scalar events from: the decoder's classes and the attribute
+    values its parse functions give them (the dataclasses' defaults), so both decoders give
+    equal objects (tests/test_reader_native.py)."""
+    from ._proto.decode import Tensor
     ev = Event(wall_time=0.0, step=0, has_summary=True)
-    val = Value(tag="", kind="scalar", scalar=0.0)
-    return vars(ev), vars(val)
+    simple = Value(tag="", kind="scalar", scalar=0.0)
+    tensor = Value(tag="", kind="tensor", plugin_name="scalars")
+    return (Event, Value, vars(ev), vars(simple), Tensor, vars(tensor), vars(Tensor(0, [], None)),  # type: ignore[arg-type]
+            np.frombuffer, np.dtype("<f4"), np.dtype("<f8"))
 
 
 def _scan_events(scan: Any, fh: Any, f: str, check_crc: bool) -> Iterator[Event]:
     """One file by the native scan: scalar events built in C, every other record decoded by
     :func:`parse_event`; damaged records warned about as :func:`read_records` does."""
     import warnings
-    ev_def, val_def = _event_defaults()
+    ctx = _event_context()
     buf, base, more = b"", 0, True
     while more:
         chunk = fh.read(SCAN_CHUNK)
         more = bool(chunk)
         buf += chunk
-        items, others, problems, consumed = scan(buf, check_crc, Event, Value, ev_def, val_def)
+        items, others, problems, consumed = scan(buf, check_crc, ctx)
         for pos, kind in problems:
             warnings.warn(f"{f}: " + _PROBLEMS[kind].format(pos=base + pos), CorruptRecordWarning,
                           stacklevel=3)

@@ -49,6 +49,8 @@ def _same_value(p, q):
             assert (u.min, u.max, u.num, u.sum, u.sum_squares) == (v.min, v.max, v.num, v.sum, v.sum_squares)
         elif name == "tensor" and u is not None:
             assert u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u.value, v.value)
+            assert u.value.dtype == v.value.dtype and u.value.shape == v.value.shape
+            assert u.value.flags.writeable == v.value.flags.writeable
         else:
             assert u == v and type(u) is type(v), (name, u, v)
 
@@ -62,8 +64,9 @@ def _mixed_run(path):
                 w.add_scalar("é/ünïcode", 1e30 if i % 7 else float("nan"), 2**40 + i)  # beyond float32, NaN
                 w.add_scalar("neg", -float(i), -i, walltime=0.0 if i == 3 else None)
                 w.add_scalar("no_step", 0.5)
+                w.add_scalar("new", float(i), i, new_style=True)
+                w.add_scalar("new/double", float(i) / 3, i, new_style=True, double_precision=True)
                 if i % 50 == 0:
-                    w.add_scalar("new", float(i), i, new_style=True)
                     w.add_histogram("h", rng.standard_normal(64), i)
                     w.add_text("t", "text", i)
                     w.add_image("img", rng.random((3, 4, 4)), i)
@@ -86,6 +89,7 @@ def test_native_events_equal_the_python_decoder(tmp_path, monkeypatch, chunk):
     _mixed_run(tmp_path)
     native = reader.read_events(tmp_path)
     assert sum(1 for e in native if e.values and e.values[0].kind == "scalar") >= 3200
+    assert sum(1 for e in native if e.values and e.values[0].plugin_name == "scalars") >= 1600
     _same(_nan_safe(native), _nan_safe(_python_events(tmp_path)))
 
 
@@ -144,6 +148,23 @@ def test_crafted_scalar_records_fall_back_to_the_decoder(tmp_path):
     _same(native, python)
     assert [e.step for e in native][-2:] == [4, 5] and len(native_w) == 1
     assert [str(w.message) for w in native_w] == [str(w.message) for w in python_w]
+
+
+def test_scalar_events_are_built_in_c(tmp_path):
+    """Plain and new-style scalar events never reach the Python decoder (what makes reading fast)."""
+    import glob
+    from gpulog import _native
+    with gpulog.SummaryWriter(tmp_path) as w:
+        for i in range(100):
+            w.add_scalar("a", float(i), i)
+            w.add_scalar("b", float(i), i, new_style=True)
+            w.add_scalar("c", float(i), i, new_style=True, double_precision=True)
+        w.add_histogram("h", np.arange(4.0), 0)
+    (f,) = glob.glob(str(tmp_path / "*tfevents*"))
+    with open(f, "rb") as fh:
+        items, others, problems, _ = _native.scan_events(fh.read(), True, reader._event_context())
+    assert others == 2 and not problems  # the file_version event and the histogram
+    assert sum(1 for it in items if it.__class__ is reader.Event) == 300
 
 
 def test_read_events_is_streamed(tmp_path, monkeypatch):
