@@ -517,7 +517,8 @@ static PyObject *scan_scalars(PyObject *self, PyObject *args) {
             Py_DECREF(pr);
             break;
         }
-        if ((uint64_t)(n - pos - 12) < len + 4) break;  /* truncated last record */
+        /* a truncated last record (len + 4 is not computed: a damaged length near 2**64 would wrap) */
+        if ((uint64_t)(n - pos - 12) < 4 || len > (uint64_t)(n - pos - 12) - 4) break;
         const uint8_t *payload = data + pos + 12;
         int kind = -1;
         if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) kind = 1;
@@ -778,7 +779,8 @@ static PyObject *scan_events(PyObject *self, PyObject *args) {
             Py_DECREF(pr);
             break;
         }
-        if ((uint64_t)(n - pos - 12) < len + 4) break;  /* truncated last record */
+        /* a truncated last record (len + 4 is not computed: a damaged length near 2**64 would wrap) */
+        if ((uint64_t)(n - pos - 12) < 4 || len > (uint64_t)(n - pos - 12) - 4) break;
         const uint8_t *payload = data + pos + 12;
         PyObject *it = NULL;
         if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) {

@@ -193,3 +193,27 @@ def test_read_events_is_streamed(tmp_path, monkeypatch):
                         Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
     assert [e.step for e in reader.read_events(tmp_path) if e.values] == list(range(1000))
     assert len(sizes) > 10 and all(0 <= n <= 2048 for n in sizes)
+
+
+@pytest.mark.parametrize("length", [2**64 - 1, 2**64 - 4, 2**63])
+def test_a_crafted_huge_length_without_the_crc_check_ends_the_file(tmp_path, length):
+    """A length near 2**64 (no CRC check to catch it) must end the file as a torn record does,
+    in both native scans and the Python decoder: not wrap around and read past the buffer."""
+    import struct
+    from gpulog._record import frame
+    with gpulog.SummaryWriter(tmp_path) as w:
+        w.add_scalar("x", 1.0, 1)
+    f = next(p for p in tmp_path.iterdir() if "tfevents" in p.name)
+    crafted_at = f.stat().st_size
+    with open(f, "ab") as fh:
+        fh.write(struct.pack("<Q", length) + b"\0" * 4 + b"\x10\x01" * 8)
+        fh.write(frame(b"\x10\x05"))  # never reached: it is inside the "record" above
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a torn record ends the file silently
+        assert [e.step for e in reader.read_events(tmp_path, check_crc=False)] == [0, 1]
+        assert [e.step for e in _python_events(tmp_path, check_crc=False)] == [0, 1]
+    from gpulog import _native
+    data = f.read_bytes()
+    items, others, problems, consumed = _native.scan_events(data, False, reader._event_context())
+    assert (len(items), problems, consumed) == (2, [], crafted_at)
+    assert _native.scan_scalars(data, False, None)[-1] == crafted_at
