@@ -493,6 +493,32 @@ bad:
     return 0;
 }
 
+/* The record framed at data[pos:] (of n bytes): REC_END when no whole record is left (a torn
+ * last one ends the file silently), REC_BAD_LENGTH when its length's CRC fails (nothing after it
+ * can be found), REC_BAD_DATA when its data CRC fails (skip it: its length was intact), else
+ * REC_OK; *len is its payload length.  len + 4 is never computed: without the CRC check a
+ * damaged length near 2**64 would wrap and be taken for a record. */
+enum { REC_END, REC_BAD_LENGTH, REC_BAD_DATA, REC_OK };
+
+static int next_record(const uint8_t *data, Py_ssize_t n, Py_ssize_t pos, int check, uint64_t *len) {
+    if (n - pos < 12) return REC_END;
+    *len = le64(data + pos);
+    if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8))) return REC_BAD_LENGTH;
+    uint64_t avail = (uint64_t)(n - pos - 12);
+    if (avail < 4 || *len > avail - 4) return REC_END;
+    const uint8_t *payload = data + pos + 12;
+    if (check && le32(payload + *len) != masked(crc32c(payload, (Py_ssize_t)*len))) return REC_BAD_DATA;
+    return REC_OK;
+}
+
+/* problems.append((pos, kind)); -1 with an error set on failure */
+static int add_problem(PyObject *problems, Py_ssize_t pos, int kind) {
+    PyObject *pr = Py_BuildValue("(ni)", pos, kind);
+    if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); return -1; }
+    Py_DECREF(pr);
+    return 0;
+}
+
 static PyObject *scan_scalars(PyObject *self, PyObject *args) {
     Py_buffer buf;
     int check = 1;
@@ -509,19 +535,14 @@ static PyObject *scan_scalars(PyObject *self, PyObject *args) {
     PyObject *tags = PyList_New(0), *index = PyDict_New(), *problems = PyList_New(0), *result = NULL;
     scalars_out o = {0};
     if (!tags || !index || !problems) goto done;
-    while (n - pos >= 12) {
-        uint64_t len = le64(data + pos);
-        if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8))) {
-            PyObject *pr = Py_BuildValue("(ni)", pos, 0);
-            if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); goto done; }
-            Py_DECREF(pr);
-            break;
-        }
-        /* a truncated last record (len + 4 is not computed: a damaged length near 2**64 would wrap) */
-        if ((uint64_t)(n - pos - 12) < 4 || len > (uint64_t)(n - pos - 12) - 4) break;
+    for (;;) {
+        uint64_t len;
+        int rec = next_record(data, n, pos, check, &len);
+        if (rec == REC_END) break;
+        if (rec == REC_BAD_LENGTH) { if (add_problem(problems, pos, 0) < 0) goto done; break; }
         const uint8_t *payload = data + pos + 12;
         int kind = -1;
-        if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) kind = 1;
+        if (rec == REC_BAD_DATA) kind = 1;
         else {
             int other = 0;
             int r = scan_event(payload, payload + len, tags, index, &o, &other);
@@ -533,11 +554,7 @@ static PyObject *scan_scalars(PyObject *self, PyObject *args) {
                 Py_DECREF(ev);
             }
         }
-        if (kind >= 0) {
-            PyObject *pr = Py_BuildValue("(ni)", pos, kind);
-            if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); goto done; }
-            Py_DECREF(pr);
-        }
+        if (kind >= 0 && add_problem(problems, pos, kind) < 0) goto done;
         pos += 12 + (Py_ssize_t)len + 4;
     }
     result = Py_BuildValue("(Oy#y#y#On)", tags, (const char *)o.tag, o.n * (Py_ssize_t)sizeof(int32_t),
@@ -771,22 +788,15 @@ static PyObject *scan_events(PyObject *self, PyObject *args) {
     int gc_was = PyGC_Disable();
 #endif
     if (!items || !problems || !cache.tags) goto done;
-    while (n - pos >= 12) {
-        uint64_t len = le64(data + pos);
-        if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8))) {
-            PyObject *pr = Py_BuildValue("(ni)", pos, 0);
-            if (!pr || PyList_Append(problems, pr) < 0) { Py_XDECREF(pr); goto done; }
-            Py_DECREF(pr);
-            break;
-        }
-        /* a truncated last record (len + 4 is not computed: a damaged length near 2**64 would wrap) */
-        if ((uint64_t)(n - pos - 12) < 4 || len > (uint64_t)(n - pos - 12) - 4) break;
+    for (;;) {
+        uint64_t len;
+        int rec = next_record(data, n, pos, check, &len);
+        if (rec == REC_END) break;
+        if (rec == REC_BAD_LENGTH) { if (add_problem(problems, pos, 0) < 0) goto done; break; }
         const uint8_t *payload = data + pos + 12;
         PyObject *it = NULL;
-        if (check && le32(payload + len) != masked(crc32c(payload, (Py_ssize_t)len))) {
-            it = Py_BuildValue("(ni)", pos, 1);
-            if (!it || PyList_Append(problems, it) < 0) { Py_XDECREF(it); goto done; }
-            Py_DECREF(it);
+        if (rec == REC_BAD_DATA) {
+            if (add_problem(problems, pos, 1) < 0) goto done;
             pos += 12 + (Py_ssize_t)len + 4;
             continue;
         }

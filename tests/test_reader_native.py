@@ -167,34 +167,6 @@ def test_scalar_events_are_built_in_c(tmp_path):
     assert sum(1 for it in items if it.__class__ is reader.Event) == 300
 
 
-def test_read_events_is_streamed(tmp_path, monkeypatch):
-    import builtins
-    monkeypatch.setattr(reader, "SCAN_CHUNK", 2048)
-    with gpulog.SummaryWriter(tmp_path) as w:
-        for i in range(1000):
-            w.add_scalar("x", float(i), i)
-    real_open, sizes = builtins.open, []
-
-    class Spy:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def read(self, n=-1):
-            sizes.append(n)
-            return self.fh.read(n)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.fh.close()
-
-    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k:
-                        Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
-    assert [e.step for e in reader.read_events(tmp_path) if e.values] == list(range(1000))
-    assert len(sizes) > 10 and all(0 <= n <= 2048 for n in sizes)
-
-
 @pytest.mark.parametrize("length", [2**64 - 1, 2**64 - 4, 2**63])
 def test_a_crafted_huge_length_without_the_crc_check_ends_the_file(tmp_path, length):
     """A length near 2**64 (no CRC check to catch it) must end the file as a torn record does,
