@@ -317,6 +317,26 @@ class Bench:
             print(f"  launch-bound overhead {name}: min {min(over):+.1f} / median "
                   f"{statistics.median(over):+.1f} / max {max(over):+.1f} %")
 
+    def read(self) -> None:
+        """Reading scalars back (``bench_read --style simple``, a fresh interpreter): gpulog's
+        ``read_scalars`` and ``read_events`` in the gpulog column; in the torch column TensorBoard's
+        ``EventAccumulator`` (how runs written by torch's writer are read), in the tbx column tbparse."""
+        import subprocess
+        n, repeats = (100_000, 3) if self.quick else (600_000, 3)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_read", "--json", "--style", "simple",
+                               "--scalars", str(n), "--repeats", str(repeats)], cwd=root,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the reading benchmark failed:\n{proc.stderr[-3000:]}")
+        times = json.loads(proc.stdout.strip().splitlines()[-1])["times"]
+        others = {"torch": times.get("EventAccumulator"), "tbx": times.get("tbparse")}
+        for fn in ("read_scalars", "read_events"):
+            figure = f"read.{n // 1000}k_scalars.{fn} (torch: EventAccumulator, tbx: tbparse)"
+            for writer, ts in (("gpulog", times[f"gpulog {fn} (native)"]), *others.items()):
+                if ts:
+                    self.emit(figure, writer, statistics.median(ts), "s", spread=(min(ts), max(ts)))
+
     def distributed(self) -> None:
         """gloo processes on CPU in steady state (>= 20 sync points): overhead over no logging,
         collectives per step, bytes per sync point (gpulog only); then an 8-rank correctness run."""
@@ -368,13 +388,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
-    ap.add_argument("--only", choices=["scalars", "tensors", "work", "loop", "launch", "distributed"],
+    ap.add_argument("--only", choices=["scalars", "tensors", "work", "loop", "launch", "read", "distributed"],
                     action="append")
     ap.add_argument("--out", default="benchmarks/out/results.json")
     args = ap.parse_args(argv)
     b = Bench(args.device, args.quick)
     try:
-        parts = args.only or ["scalars", "tensors", "work", "loop", "launch", "distributed"]
+        parts = args.only or ["scalars", "tensors", "work", "loop", "launch", "read", "distributed"]
         for part in parts:
             getattr(b, "loop_in_fresh_process" if part == "loop" and len(parts) > 1 else part)()
     finally:

@@ -86,6 +86,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     ap.add_argument("--scalars", type=int, default=600_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--style", choices=("mixed", "simple"), default="mixed")
+    ap.add_argument("--json", action="store_true", help="print the raw times and counts as JSON")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
         write_run(d, args.scalars, args.style)
@@ -97,6 +98,10 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
                 t = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t)
+    if args.json:
+        import json
+        print(json.dumps({"times": times, "counts": counts}))
+        return 0
     print(f"{args.scalars} scalars ({args.style}); min / median / max over {args.repeats} reads, alternated")
     print("| reader | scalars found | seconds | scalars/s (median) |")
     print("|---|---|---|---|")
