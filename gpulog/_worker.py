@@ -299,7 +299,7 @@ class Engine:
                     (item[3] is None or item[3].__class__ is int):
                 # The run of scalars for this one file with host steps that starts here, framed by
                 # one C call (byte for byte the Python encoder's records, tests/test_wire.py), at
-                # most BATCH at a time, which bounds this thread's hold on the GIL (median ~50 us, 99.9th
+                # most BATCH at a time, which bounds this thread's hold on the GIL (median ~40 us, 99.9th
                 # percentile ~150 us: benchmarks/bench_gil.py --only drain).  Only this thread pops,
                 # so peeking at items[0] is safe while producers append at the other end.
                 key = item[0]
@@ -312,7 +312,7 @@ class Engine:
                     blob, count = drain(item, items, popleft, key, BATCH)
                     sink.pending.append(blob)
                     dirty[id(sink)] = sink
-                    if count >= sink.max_queue or len(sink.pending) >= sink.max_queue:
+                    if count >= sink.max_queue or len(sink.pending) >= min(sink.max_queue, WRITE_BLOBS):
                         sink.write_pending()
                     n += count
                 else:
@@ -491,7 +491,8 @@ class Engine:
             done.set()
 
 
-BATCH = 1024  # scalar items framed per native call
+BATCH = 512  # scalar items framed per native call: bounds the writer's hold on the GIL
+WRITE_BLOBS = 4  # framed runs written together at most: their join holds the GIL too
 _CHECKED = ("scalar", "histogram")  # kinds whose values on_nonfinite checks
 
 
