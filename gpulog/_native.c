@@ -494,16 +494,21 @@ bad:
 }
 
 /* The record framed at data[pos:] (of n bytes): REC_END when no whole record is left (a torn
- * last one ends the file silently), REC_BAD_LENGTH when its length's CRC fails (nothing after it
- * can be found), REC_BAD_DATA when its data CRC fails (skip it: its length was intact), else
- * REC_OK; *len is its payload length.  len + 4 is never computed: without the CRC check a
- * damaged length near 2**64 would wrap and be taken for a record. */
-enum { REC_END, REC_BAD_LENGTH, REC_BAD_DATA, REC_OK };
+ * last one ends the file silently; so does a length whose CRC fails, nothing after it can be
+ * found: (pos, 0) is appended to problems), REC_BAD_DATA when its data CRC fails (skip it: its
+ * length was intact), else REC_OK; -1 with an error set.  *len is its payload length.  len + 4
+ * is never computed: without the CRC check a damaged length near 2**64 would wrap and be taken
+ * for a record. */
+enum { REC_END, REC_BAD_DATA, REC_OK };
 
-static int next_record(const uint8_t *data, Py_ssize_t n, Py_ssize_t pos, int check, uint64_t *len) {
+static int add_problem(PyObject *problems, Py_ssize_t pos, int kind);
+
+static int next_record(const uint8_t *data, Py_ssize_t n, Py_ssize_t pos, int check, uint64_t *len,
+                       PyObject *problems) {
     if (n - pos < 12) return REC_END;
     *len = le64(data + pos);
-    if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8))) return REC_BAD_LENGTH;
+    if (check && le32(data + pos + 8) != masked(crc32c(data + pos, 8)))
+        return add_problem(problems, pos, 0) < 0 ? -1 : REC_END;
     uint64_t avail = (uint64_t)(n - pos - 12);
     if (avail < 4 || *len > avail - 4) return REC_END;
     const uint8_t *payload = data + pos + 12;
@@ -537,9 +542,9 @@ static PyObject *scan_scalars(PyObject *self, PyObject *args) {
     if (!tags || !index || !problems) goto done;
     for (;;) {
         uint64_t len;
-        int rec = next_record(data, n, pos, check, &len);
+        int rec = next_record(data, n, pos, check, &len, problems);
+        if (rec < 0) goto done;
         if (rec == REC_END) break;
-        if (rec == REC_BAD_LENGTH) { if (add_problem(problems, pos, 0) < 0) goto done; break; }
         const uint8_t *payload = data + pos + 12;
         int kind = -1;
         if (rec == REC_BAD_DATA) kind = 1;
@@ -790,9 +795,9 @@ static PyObject *scan_events(PyObject *self, PyObject *args) {
     if (!items || !problems || !cache.tags) goto done;
     for (;;) {
         uint64_t len;
-        int rec = next_record(data, n, pos, check, &len);
+        int rec = next_record(data, n, pos, check, &len, problems);
+        if (rec < 0) goto done;
         if (rec == REC_END) break;
-        if (rec == REC_BAD_LENGTH) { if (add_problem(problems, pos, 0) < 0) goto done; break; }
         const uint8_t *payload = data + pos + 12;
         PyObject *it = NULL;
         if (rec == REC_BAD_DATA) {
