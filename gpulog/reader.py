@@ -9,12 +9,13 @@ and everything around it is kept (a damaged length stops that file).  Torch-free
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ._proto.decode import Event, Value, parse_event
-from ._record import CorruptRecordWarning, read_records
+from ._record import READ_STEP, CorruptRecordWarning, read_records
 
 __all__ = ["CorruptRecordWarning", "event_files", "runs", "iter_events", "read_events", "read_scalars",
            "read_summaries"]
@@ -145,6 +146,18 @@ def _event_context() -> Tuple[Any, ...]:
             np.frombuffer, np.dtype("<f4"), np.dtype("<f8"))
 
 
+def _read_more(fh: Any, buf: bytes) -> bytes:
+    """The next read of a native scan, whose unconsumed ``buf`` starts at a record it could not
+    finish: ``SCAN_CHUNK`` bytes, or that record's rest at once if it is longer (at most
+    ``READ_STEP``, a damaged length may claim anything): growing a large record (an image, a
+    graph) chunk by chunk would re-copy it once per chunk."""
+    want = SCAN_CHUNK
+    if len(buf) >= 8:
+        (length,) = struct.unpack_from("<Q", buf)
+        want = max(want, min(12 + length + 4 - len(buf), READ_STEP))
+    return fh.read(want)
+
+
 def _scan_events(scan: Any, fh: Any, f: str, check_crc: bool) -> Iterator[Event]:
     """One file by the native scan: scalar events built in C, every other record decoded by
     :func:`parse_event`; damaged records warned about as :func:`read_records` does."""
@@ -152,7 +165,7 @@ def _scan_events(scan: Any, fh: Any, f: str, check_crc: bool) -> Iterator[Event]
     ctx = _event_context()
     buf, base, more = b"", 0, True
     while more:
-        chunk = fh.read(SCAN_CHUNK)
+        chunk = _read_more(fh, buf)
         more = bool(chunk)
         buf += chunk
         items, others, problems, consumed = scan(buf, check_crc, ctx)
@@ -240,7 +253,7 @@ def scan_files(files: List[str], fs: Any, others: Optional[List[Tuple[str, bytes
         with fs.open(f, "rb") as fh:
             buf, base, more = b"", 0, True
             while more:
-                chunk = fh.read(SCAN_CHUNK)
+                chunk = _read_more(fh, buf)
                 more = bool(chunk)
                 buf += chunk
                 found: Optional[List[bytes]] = [] if others is not None else None
