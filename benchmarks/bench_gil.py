@@ -1,19 +1,20 @@
 """How long gpulog's writer thread can keep another Python thread waiting for the GIL.
 
-    python -m benchmarks.bench_gil [--calls 300000] [--repeats 3]
+    python -m benchmarks.bench_gil [--calls 300000] [--repeats 3] [--only drain|caller]
+                                   [--max-queue 1000] [--switch-interval SECONDS]
 
 Two measurements, each child a fresh interpreter:
 
 * **The writer alone** (``drain``): ``--calls`` scalars are queued while the writer thread is
-  held inside an item, then the caller blocks in ``flush()`` while the writer drains them.
-  (1) *Holds* (the caller blocked in ``flush()``): the writer thread's stretches between the points where it lets the GIL go
-  (``os.write``/``os.writev``, its idle wait, the native drain, which releases the GIL while it
-  encodes: counted whole, so each stretch is an upper bound), timed from inside the writer
-  thread with no other thread wanting the GIL.  (2) *A ticker's gaps* during the same drain (a
-  thread looping on ``time.perf_counter()`` at the default switch interval; the caller idle,
-  polling the queue every millisecond, not blocked on the writer), beside the ticker
-  alone for as long (the machine's floor: the OS deschedules it too): share of the time spent in
-  gaps over 100 µs, and gaps over 1 ms per second.
+  held inside an item, then drained.  (1) *Holds* (the caller blocked in ``flush()``): the
+  writer thread's stretches between the calls where it lets the GIL go (``os.write``, its idle
+  wait, and the native drain, whose duration is counted whole: each stretch is an upper bound),
+  timed from inside the writer thread, with no other thread wanting the GIL.  (2) *A ticker's
+  gaps* during the same drain (a thread looping on ``time.perf_counter()`` at Python's switch
+  interval, 5 ms unless ``--switch-interval``; the caller idle, polling the queue every
+  millisecond, not blocked on the writer), beside the ticker alone for as long (the machine's
+  floor: the OS deschedules it too): share of the time spent in gaps over 100 µs, gaps over
+  1 ms per second, the longest gap.
 * **The caller logging** (the rows below): the main thread logs while the ticker ticks.
 
 The main thread logs ``add_scalar(float)`` as fast as it can while a *ticker* thread loops on
