@@ -1,9 +1,10 @@
-"""Pytest set-up: CUDA auto-skip, and the ``twin`` fixture for differential tests."""
+"""Pytest set-up: CUDA auto-skip, the ``twin`` fixture for differential tests, and
+``event_file_reads`` (the reads of event files, for streaming tests)."""
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import pytest
 import torch
@@ -46,3 +47,31 @@ def twin(tmp_path: Any) -> Callable[..., Any]:
     return run
 
 
+
+
+@pytest.fixture
+def event_file_reads(monkeypatch: Any) -> List[int]:
+    """The sizes asked for by every ``read`` of an event file opened through ``open`` (the
+    reader's local filesystem), in order: how a test sees that files are streamed."""
+    import builtins
+    real_open, sizes = builtins.open, []
+
+    class Spy:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def read(self, n: int = -1) -> bytes:
+            sizes.append(n)
+            return self.fh.read(n)
+
+        def __enter__(self) -> "Spy":
+            return self
+
+        def __exit__(self, *a: Any) -> None:
+            self.fh.close()
+
+    def spying_open(p: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
+        fh = real_open(p, mode, *a, **k)
+        return Spy(fh) if "tfevents" in str(p) else fh
+    monkeypatch.setattr(builtins, "open", spying_open)
+    return sizes

@@ -89,8 +89,7 @@ def test_crafted_records_with_valid_crc_are_skipped(tmp_path):
 
 @pytest.mark.parametrize("read", ["read_scalars", "read_events"])
 @pytest.mark.parametrize("decoder", ["native", "python"])
-def test_files_are_streamed_not_read_whole(thousand, monkeypatch, decoder, read):
-    import builtins
+def test_files_are_streamed_not_read_whole(thousand, monkeypatch, decoder, read, event_file_reads):
     from gpulog import reader
     if decoder == "native":
         pytest.importorskip("gpulog._native")
@@ -100,29 +99,11 @@ def test_files_are_streamed_not_read_whole(thousand, monkeypatch, decoder, read)
         monkeypatch.setattr(reader, "_scan_scalars", lambda path: None)
         monkeypatch.setattr(reader, "_native_event_scan", lambda: None)
         bound = 4096
-    real_open = builtins.open
-    sizes = []
-
-    class Spy:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def read(self, n=-1):
-            sizes.append(n)
-            return self.fh.read(n)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.fh.close()
-
-    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k:
-                        Spy(real_open(p, mode, *a, **k)) if "tfevents" in str(p) else real_open(p, mode, *a, **k))
     if read == "read_scalars":
         assert len(read_scalars(thousand)["x"]) == 1000
     else:
         assert [e.step for e in read_events(thousand) if e.values] == list(range(1000))
+    sizes = event_file_reads
     assert len(sizes) > 1 and all(0 <= n <= bound for n in sizes)
 
 
